@@ -1,0 +1,3 @@
+from minitransformer.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,163 @@
+"""Where arrays live: NumPy on the CPU, CuPy on a CUDA GPU.
+
+Every op asks ``xp(*arrays)`` for the array module of its inputs and computes with that, so
+one code path serves both devices. CuPy is optional: it is imported only when a CUDA array
+or device is asked for, and its absence never breaks an import.
+
+Besides NumPy and CuPy, an extra array type can be registered with its module
+(``register_array_module``); the test suite uses this for a "strict" CPU backend whose
+arrays, like CuPy's, refuse silent conversion to NumPy.
+"""
+from __future__ import annotations
+
+import numpy
+
+_cupy = None            # the cupy module once imported, False if it is not installed
+_EXTRA = {}             # array type -> (array module, device name)
+_default_rng = numpy.random.default_rng(0)
+
+
+def cupy_module():
+    """The cupy module, or None if CuPy is not installed or has no usable GPU."""
+    global _cupy
+    if _cupy is None:
+        try:
+            import cupy  # noqa: F401
+
+            cupy.cuda.runtime.getDeviceCount()
+            _cupy = cupy
+        except Exception:  # ImportError, or CUDA present but no driver/device
+            _cupy = False
+    return _cupy or None
+
+
+def has_cuda() -> bool:
+    return cupy_module() is not None
+
+
+def register_array_module(array_type, module, device: str) -> None:
+    """Teach ``xp`` and ``device_of`` about another array type (used by the test suite)."""
+    _EXTRA[array_type] = (module, device)
+
+
+def _is_cupy(a) -> bool:
+    return type(a).__module__.startswith("cupy")
+
+
+def xp(*arrays):
+    """The array module (numpy, cupy, or a registered one) of the first array among ``arrays``."""
+    for a in arrays:
+        t = type(a)
+        if t is numpy.ndarray:
+            return numpy
+        if t in _EXTRA:
+            return _EXTRA[t][0]
+        if _is_cupy(a):
+            return cupy_module()
+    return numpy
+
+
+def device_of(a) -> str:
+    """"cpu", "cuda", or a registered device name."""
+    t = type(a)
+    if t in _EXTRA:
+        return _EXTRA[t][1]
+    return "cuda" if _is_cupy(a) else "cpu"
+
+
+def is_native(a) -> bool:
+    """True for a plain NumPy or CuPy array (the kinds the Numba kernels accept)."""
+    return type(a) is numpy.ndarray or _is_cupy(a)
+
+
+def module_for_device(device: str):
+    """The array module that holds arrays on ``device`` ("cpu" or "cuda")."""
+    if device == "cpu":
+        return numpy
+    if device == "cuda" or device.startswith("cuda:"):
+        cp = cupy_module()
+        if cp is None:
+            raise RuntimeError(
+                "device 'cuda' needs CuPy and a CUDA GPU, and none was found; install the "
+                "GPU extra with pip install -e \".[cuda]\" on a machine with an NVIDIA GPU, "
+                "or use device='cpu'"
+            )
+        return cp
+    for module, name in _EXTRA.values():
+        if name == device:
+            return module
+    raise ValueError(f"unknown device {device!r}; expected 'cpu' or 'cuda'")
+
+
+def to_device(a, device: str):
+    """Copy array ``a`` to ``device`` (a no-op when it is already there)."""
+    if device_of(a) == device:
+        return a
+    if device == "cpu":
+        if _is_cupy(a):
+            return a.get()
+        return numpy.asarray(_EXTRA[type(a)][0].to_numpy(a))
+    mod = module_for_device(device)
+    host = to_device(a, "cpu")
+    return mod.asarray(host)
+
+
+def to_numpy(a):
+    """A NumPy copy (or view) of array ``a`` from any device."""
+    return to_device(a, "cpu")
+
+
+# ---------------------------------------------------------------------------------------
+# The few array functions NumPy and CuPy spell differently.
+# ---------------------------------------------------------------------------------------
+
+def erf(a):
+    """The error function, elementwise, on the device of ``a`` (NumPy has none: SciPy's)."""
+    mod = xp(a)
+    if mod is numpy:
+        from scipy.special import erf as _erf
+    elif _is_cupy(a):
+        from cupyx.scipy.special import erf as _erf
+    else:
+        _erf = mod.erf
+    return _erf(a)
+
+
+def scatter_add(out, index, values) -> None:
+    """``out[index] += values`` in place, where repeated indices add up (unlike ``+=``)."""
+    mod = xp(out)
+    if _is_cupy(out):
+        import cupyx
+
+        cupyx.scatter_add(out, index, values)
+    elif mod is numpy:
+        numpy.add.at(out, index, values)
+    else:
+        mod.scatter_add(out, index, values)
+
+
+# ---------------------------------------------------------------------------------------
+# Seeding. One generator per device; ``manual_seed`` resets all of them.
+# ---------------------------------------------------------------------------------------
+
+def manual_seed(seed: int) -> None:
+    """Seed every random stream the library uses (parameter init, dropout, sampling)."""
+    global _default_rng
+    _default_rng = numpy.random.default_rng(seed)
+    cp = _cupy or None
+    if cp is not None:
+        cp.random.seed(seed)
+
+
+def rng() -> numpy.random.Generator:
+    """The library's host random generator (draws happen on the CPU, then move to the device)."""
+    return _default_rng
+
+
+def next_seed() -> int:
+    """A fresh 63-bit seed from the library's generator (for counter-based dropout)."""
+    return int(_default_rng.integers(0, 2**63 - 1))
+
+
+def default_float():
+    return numpy.float32

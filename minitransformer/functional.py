@@ -1,0 +1,474 @@
+"""The fused ops of a transformer, in plain array code: the references.
+
+Each op here is one ``Function`` with a hand-written backward (or, for attention, a
+composition of simpler ops that reads like the paper). They are the textbook versions:
+``kernels/`` holds fast twins of softmax, cross-entropy and attention, and when
+``mt.kernels.use("auto")`` (the default) finds a kernel for the arrays' device, the op calls
+it instead of the array code below; ``mt.kernels.use("reference")`` forces this code. The
+tests compare the two, forward and backward.
+
+Shapes: B batch, H heads, T (Tq, Tk) sequence positions, D head size, C channels, V vocabulary.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy
+
+from minitransformer import backend, kernels
+from minitransformer.autograd.function import Function, unbroadcast
+from minitransformer.autograd.ops import as_array, gelu, matmul, relu, where  # noqa: F401 (re-exported)
+from minitransformer.autograd.tensor import Tensor
+from minitransformer.kernels import rng as _rng
+
+xp_of = backend.xp
+
+__all__ = [
+    "softmax", "log_softmax", "cross_entropy", "layer_norm", "rms_norm", "gelu", "relu",
+    "dropout", "embedding", "linear", "scaled_dot_product_attention",
+]
+
+
+# =======================================================================================
+# Softmax and log-softmax
+# =======================================================================================
+
+def _softmax_reference(x, axis, mask):
+    """softmax(x)_j = exp(x_j - m) / sum_k exp(x_k - m), m = max_k x_k (for stability).
+
+    Entries where ``mask`` is False get probability 0; a row with no allowed entry is all 0.
+    """
+    xp = xp_of(x)
+    if mask is not None:
+        x = xp.where(mask, x, -xp.inf)
+    m = x.max(axis=axis, keepdims=True)
+    if mask is not None:
+        m = xp.where(xp.isfinite(m), m, 0)      # a fully masked row: avoid inf - inf
+    e = xp.exp(x - m)
+    s = e.sum(axis=axis, keepdims=True)
+    if mask is not None:
+        s = xp.where(s == 0, 1, s)               # ... and 0 / 0
+    return e / s
+
+
+def _softmax_backward_reference(y, g, axis):
+    """dx = y * (g - sum(g * y)): the Jacobian diag(y) - y y^T applied to g."""
+    return y * (g - (g * y).sum(axis=axis, keepdims=True))
+
+
+class Softmax(Function):
+    """Row softmax over ``axis``, optionally restricted to entries where ``mask`` is True."""
+
+    @staticmethod
+    def forward(ctx, x, axis=-1, mask=None):
+        axis = axis % x.ndim
+        last = axis == x.ndim - 1
+        fwd = kernels.get("softmax_forward", x) if last else None
+        y = fwd(x, mask) if fwd else _softmax_reference(x, axis, mask)
+        ctx.save(y=y, axis=axis, kernel=bool(fwd))
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        bwd = kernels.get("softmax_backward", g) if ctx.kernel else None
+        return bwd(ctx.y, g) if bwd else _softmax_backward_reference(ctx.y, g, ctx.axis)
+
+
+def _check_mask(name, mask, shape):
+    mask = as_array(mask)
+    if mask is None:
+        return None
+    if mask.dtype != bool:
+        raise TypeError(f"{name}: mask must be boolean (True where allowed), got dtype {mask.dtype}")
+    try:
+        numpy.broadcast_shapes(mask.shape, shape)
+    except ValueError:
+        raise ValueError(f"{name}: mask shape {mask.shape} does not broadcast to {shape}") from None
+    return mask
+
+
+def softmax(x, axis: int = -1, mask=None):
+    """Probabilities along ``axis`` (each row sums to 1; masked entries and empty rows are 0)."""
+    return Softmax.apply(x, axis=axis, mask=_check_mask("softmax", mask, x.shape))
+
+
+class LogSoftmax(Function):
+    """out = x - logsumexp(x).   dx = g - softmax(x) * sum(g)."""
+
+    @staticmethod
+    def forward(ctx, x, axis=-1):
+        xp = xp_of(x)
+        m = x.max(axis=axis, keepdims=True)
+        shifted = x - m
+        out = shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
+        ctx.save(out=out, axis=axis)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        return g - xp_of(g).exp(ctx.out) * g.sum(axis=ctx.axis, keepdims=True)
+
+
+def log_softmax(x, axis: int = -1):
+    return LogSoftmax.apply(x, axis=axis)
+
+
+# =======================================================================================
+# Cross-entropy
+# =======================================================================================
+
+def _cross_entropy_reference(logits, targets, ignore_index, label_smoothing):
+    """Per-row losses and log-partition for logits (N, V) and targets (N,).
+
+    loss_i = (1 - s) (lse_i - x_i[t_i]) + s (lse_i - mean_j x_ij), s the label smoothing;
+    0 where t_i == ignore_index.
+    """
+    xp = xp_of(logits)
+    m = logits.max(axis=1, keepdims=True)
+    lse = (m + xp.log(xp.exp(logits - m).sum(axis=1, keepdims=True)))[:, 0]     # (N,)
+    valid = targets != ignore_index
+    safe = xp.where(valid, targets, 0)
+    picked = xp.take_along_axis(logits, safe[:, None], axis=1)[:, 0]           # (N,)
+    loss = (1.0 - label_smoothing) * (lse - picked)
+    if label_smoothing:
+        loss = loss + label_smoothing * (lse - logits.mean(axis=1))
+    return xp.where(valid, loss, 0).astype(logits.dtype, copy=False), lse
+
+
+def _cross_entropy_backward_reference(logits, targets, lse, row_grad, ignore_index, label_smoothing):
+    """dx_ij = r_i (softmax(x_i)_j - (1 - s) [j = t_i] - s / V), r_i the row's incoming grad."""
+    xp = xp_of(logits)
+    n, v = logits.shape
+    d = xp.exp(logits - lse[:, None])
+    valid = targets != ignore_index
+    rows = xp.arange(n)
+    d[rows, xp.where(valid, targets, 0)] -= (1.0 - label_smoothing)
+    if label_smoothing:
+        d -= label_smoothing / v
+    return d * row_grad[:, None]
+
+
+class CrossEntropy(Function):
+    """Softmax cross-entropy of logits (N, V) against integer targets (N,), reduced.
+
+    mean: sum of row losses / number of non-ignored rows (0 when there are none);
+    sum: their sum; none: the (N,) row losses.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, targets, ignore_index=-100, label_smoothing=0.0, reduction="mean"):
+        xp = xp_of(logits)
+        fwd = kernels.get("cross_entropy_forward", logits)
+        if fwd:
+            losses, lse = fwd(logits, targets, ignore_index, label_smoothing)
+        else:
+            losses, lse = _cross_entropy_reference(logits, targets, ignore_index, label_smoothing)
+        valid = targets != ignore_index
+        count = int(valid.sum())
+        ctx.save(logits=logits, targets=targets, lse=lse, valid=valid, count=count,
+                 ignore_index=ignore_index, label_smoothing=label_smoothing,
+                 reduction=reduction, kernel=bool(fwd))
+        if reduction == "none":
+            return losses
+        total = losses.sum()
+        if reduction == "mean":
+            total = total / max(count, 1)
+        return xp.asarray(total, dtype=logits.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        valid = ctx.valid.astype(ctx.logits.dtype)
+        if ctx.reduction == "none":
+            row_grad = g * valid
+        else:
+            scale = g / max(ctx.count, 1) if ctx.reduction == "mean" else g
+            row_grad = valid * scale
+        bwd = kernels.get("cross_entropy_backward", ctx.logits) if ctx.kernel else None
+        impl = bwd or _cross_entropy_backward_reference
+        d = impl(ctx.logits, ctx.targets, ctx.lse, row_grad, ctx.ignore_index, ctx.label_smoothing)
+        return d, None
+
+
+def cross_entropy(logits, targets, ignore_index: int = -100, label_smoothing: float = 0.0,
+                  reduction: str = "mean"):
+    """Cross-entropy of ``logits`` (..., V) against integer ``targets`` (...).
+
+    Targets equal to ``ignore_index`` contribute nothing; "mean" divides by the number of
+    the others. With ``label_smoothing`` s the target distribution is (1 - s) one-hot + s / V.
+    """
+    t = as_array(targets)
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"cross_entropy: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    if tuple(t.shape) != tuple(logits.shape[:-1]):
+        raise ValueError(
+            f"cross_entropy: targets shape {tuple(t.shape)} must match logits "
+            f"{tuple(logits.shape[:-1]) + ('V',)} without the last axis"
+        )
+    if t.dtype.kind not in "iu":
+        raise TypeError(f"cross_entropy: targets must be integer class ids, got dtype {t.dtype}")
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
+    v = logits.shape[-1]
+    t = t.reshape(-1).astype("int64", copy=False)
+    valid = t != ignore_index
+    if bool(((t < 0) | (t >= v))[valid].any()) if t.size else False:
+        bad = backend.to_numpy(t[valid & ((t < 0) | (t >= v))])[:5].tolist()
+        raise ValueError(f"cross_entropy: target ids {bad} are outside [0, {v}) and are not "
+                         f"ignore_index ({ignore_index})")
+    flat = logits.reshape(-1, v)
+    out = CrossEntropy.apply(flat, t, ignore_index=ignore_index,
+                             label_smoothing=label_smoothing, reduction=reduction)
+    return out.reshape(logits.shape[:-1]) if reduction == "none" else out
+
+
+# =======================================================================================
+# Normalisation
+# =======================================================================================
+
+class LayerNorm(Function):
+    """y = (x - mean) / sqrt(var + eps) * w + b over the last axis (biased variance).
+
+    With xhat the normalised input and r = 1/sqrt(var + eps):
+    dx = r (gx - mean(gx) - xhat mean(gx xhat)),  gx = g w;  dw = sum(g xhat);  db = sum(g).
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps=1e-5):
+        xp = xp_of(x)
+        mu = x.mean(axis=-1, keepdims=True)
+        xc = x - mu
+        rstd = 1.0 / xp.sqrt((xc * xc).mean(axis=-1, keepdims=True) + eps)
+        xhat = xc * rstd
+        ctx.save(xhat=xhat, rstd=rstd, weight=weight)
+        y = xhat if weight is None else xhat * weight
+        return y if bias is None else y + bias
+
+    @staticmethod
+    def backward(ctx, g):
+        xhat, rstd, w = ctx.xhat, ctx.rstd, ctx.weight
+        c = xhat.shape[-1]
+        rows = g.reshape(-1, c)
+        gw = (rows * xhat.reshape(-1, c)).sum(axis=0) if ctx.needs_input_grad[1] else None
+        gb = rows.sum(axis=0) if ctx.needs_input_grad[2] else None
+        gx = g if w is None else g * w
+        dx = rstd * (gx - gx.mean(axis=-1, keepdims=True)
+                     - xhat * (gx * xhat).mean(axis=-1, keepdims=True))
+        return dx, gw, gb
+
+
+def _check_norm(name, x, weight):
+    if weight is not None and tuple(weight.shape) != (x.shape[-1],):
+        raise ValueError(f"{name}: weight shape {tuple(weight.shape)} must be ({x.shape[-1]},), "
+                         f"the last axis of the input {tuple(x.shape)}")
+
+
+def layer_norm(x, weight=None, bias=None, eps: float = 1e-5):
+    """Layer normalisation over the last axis (Ba, Kiros and Hinton 2016)."""
+    _check_norm("layer_norm", x, weight)
+    return LayerNorm.apply(x, weight, bias, eps=eps)
+
+
+class RMSNorm(Function):
+    """y = w * x / sqrt(mean(x^2) + eps) over the last axis (T5's LayerNorm; no mean, no bias).
+
+    With r = 1/sqrt(mean(x^2) + eps) and xhat = x r:
+    dx = r (gx - xhat mean(gx xhat)),  gx = g w;  dw = sum(g xhat).
+    Half-precision inputs compute the mean square in float32, as T5 does.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, eps=1e-6):
+        xp = xp_of(x)
+        xf = x.astype("float32") if x.dtype.itemsize < 4 else x
+        rstd = (1.0 / xp.sqrt((xf * xf).mean(axis=-1, keepdims=True) + eps)).astype(x.dtype, copy=False)
+        xhat = x * rstd
+        ctx.save(xhat=xhat, rstd=rstd, weight=weight)
+        return xhat if weight is None else xhat * weight
+
+    @staticmethod
+    def backward(ctx, g):
+        xhat, rstd, w = ctx.xhat, ctx.rstd, ctx.weight
+        c = xhat.shape[-1]
+        gw = (g.reshape(-1, c) * xhat.reshape(-1, c)).sum(axis=0) if ctx.needs_input_grad[1] else None
+        gx = g if w is None else g * w
+        dx = rstd * (gx - xhat * (gx * xhat).mean(axis=-1, keepdims=True))
+        return dx, gw
+
+
+def rms_norm(x, weight=None, eps: float = 1e-6):
+    """Root-mean-square normalisation over the last axis (Zhang and Sennrich 2019)."""
+    _check_norm("rms_norm", x, weight)
+    return RMSNorm.apply(x, weight, eps=eps)
+
+
+# =======================================================================================
+# Dropout, embedding, linear
+# =======================================================================================
+
+def dropout(x, p: float = 0.1, training: bool = True, seed=None):
+    """Zero each element with probability ``p`` and scale the rest by 1/(1-p) (inverted dropout).
+
+    The keep/drop decisions come from a counter-based hash of (seed, element index), so a
+    seed reproduces the same mask on any device. ``seed=None`` draws one from the library's
+    generator (``mt.manual_seed`` makes runs repeatable). Identity when not training or p = 0.
+    """
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout: p must be in [0, 1], got {p}")
+    if not training or p == 0.0:
+        return x
+    data = as_array(x)
+    xp = xp_of(data)
+    if p == 1.0:
+        return x * xp.zeros(data.shape, dtype=data.dtype)
+    seed = backend.next_seed() if seed is None else seed
+    keep = _rng.dropout_keep_mask(xp, seed, 1, 1, data.size, p).reshape(data.shape)
+    return x * (keep * (1.0 / (1.0 - p))).astype(data.dtype)
+
+
+class Embedding(Function):
+    """out = weight[ids]: a row of the table per id.   dweight = scatter-add of g into ids' rows."""
+
+    @staticmethod
+    def forward(ctx, weight, ids):
+        ctx.save(ids=ids, shape=weight.shape)
+        return weight[ids]                                   # (..., C)
+
+    @staticmethod
+    def backward(ctx, g):
+        xp = xp_of(g)
+        dw = xp.zeros(ctx.shape, dtype=g.dtype)
+        backend.scatter_add(dw, ctx.ids.reshape(-1), g.reshape(-1, ctx.shape[1]))
+        return dw, None
+
+
+def embedding(ids, weight):
+    """Look up rows of ``weight`` (V, C) for integer ``ids`` of any shape -> (*ids.shape, C)."""
+    ids = as_array(ids)
+    if ids.dtype.kind not in "iu":
+        raise TypeError(f"embedding: ids must be integers, got dtype {ids.dtype}")
+    v = weight.shape[0]
+    if ids.size and (bool((ids < 0).any()) or bool((ids >= v).any())):
+        raise ValueError(f"embedding: ids must be in [0, {v}) for a table of {v} rows; got "
+                         f"min {int(ids.min())}, max {int(ids.max())}")
+    return Embedding.apply(weight, ids)
+
+
+class Linear(Function):
+    """y = x W^T + b with W (out, in) as in ``torch.nn.Linear``.
+
+    dx = g W;  dW = g^T x (summed over all leading axes);  db = sum(g).
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        if x.shape[-1] != weight.shape[1]:
+            raise ValueError(f"linear: input shape {x.shape} has {x.shape[-1]} features but the "
+                             f"weight {weight.shape} expects {weight.shape[1]}")
+        ctx.save(x=x, weight=weight)
+        y = x @ weight.T                                         # (..., in) -> (..., out)
+        return y if bias is None else y + bias
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.x, ctx.weight
+        g2 = g.reshape(-1, g.shape[-1])                          # (N, out)
+        dx = (g @ w) if ctx.needs_input_grad[0] else None
+        dw = (g2.T @ x.reshape(-1, x.shape[-1])) if ctx.needs_input_grad[1] else None
+        db = g2.sum(axis=0) if ctx.needs_input_grad[2] else None
+        return dx, dw, db
+
+
+def linear(x, weight, bias=None):
+    return Linear.apply(x, weight, bias)
+
+
+# =======================================================================================
+# Attention
+# =======================================================================================
+
+def causal_mask(xp, tq: int, tk: int):
+    """(Tq, Tk) boolean: query i may see key j iff j <= i + Tk - Tq (bottom-right aligned).
+
+    With Tq == Tk this is the usual lower triangle. With fewer queries than keys (decoding
+    with a cache of earlier keys) the last query sees every key. PyTorch's ``is_causal``
+    aligns top-left instead (query i sees keys 0..i), which is wrong for a cache.
+    """
+    return xp.tri(tq, tk, k=tk - tq, dtype=bool)
+
+
+def _attention_reference(q, k, v, allowed, bias, scale, dropout_p, seed):
+    """softmax(scale q k^T + bias, over allowed keys) v, with optional dropout on the probabilities."""
+    scores = matmul(q, k.transpose(-1, -2)) * scale                # (..., Tq, D) -> (..., Tq, Tk)
+    if bias is not None:
+        scores = scores + bias
+    p = softmax(scores, axis=-1, mask=allowed)
+    if dropout_p > 0.0:
+        xp = xp_of(q.data)
+        *lead, tq, tk = p.shape
+        keep = _rng.dropout_keep_mask(xp, seed, math.prod(lead), tq, tk, dropout_p).reshape(p.shape)
+        p = p * (keep * (1.0 / (1.0 - dropout_p))).astype(p.dtype)
+    return matmul(p, v)                                             # (..., Tq, Tk) -> (..., Tq, D)
+
+
+class FlashAttention(Function):
+    """Attention through the tiled kernel: only the row logsumexp is kept for backward."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, bias, mask, scale, causal, dropout_p, seed):
+        b, h, tq, _ = q.shape
+        tk = k.shape[2]
+        xp = xp_of(q)
+        mask4 = None if mask is None else xp.broadcast_to(mask, (b, h, tq, tk))
+        bias4 = None
+        if bias is not None:
+            bb = b if (bias.ndim == 4 and bias.shape[0] == b) else 1
+            bias4 = xp.broadcast_to(bias, (bb, h, tq, tk))
+        o, lse = kernels.get("attention_forward", q)(q, k, v, mask4, bias4, scale, causal, dropout_p, seed)
+        ctx.save(q=q, k=k, v=v, o=o, lse=lse, mask4=mask4, bias4=bias4,
+                 bias_shape=None if bias is None else bias.shape,
+                 scale=scale, causal=causal, dropout_p=dropout_p, seed=seed)
+        return o
+
+    @staticmethod
+    def backward(ctx, g):
+        bwd = kernels.get("attention_backward", g)
+        dq, dk, dv, dbias = bwd(ctx.q, ctx.k, ctx.v, ctx.o, ctx.lse, g, ctx.mask4, ctx.bias4,
+                                ctx.scale, ctx.causal, ctx.dropout_p, ctx.seed)
+        if dbias is not None:
+            dbias = unbroadcast(dbias, ctx.bias_shape)
+        return dq, dk, dv, dbias, None, None, None, None, None
+
+
+def scaled_dot_product_attention(q, k, v, mask=None, is_causal: bool = False, bias=None,
+                                 scale=None, dropout_p: float = 0.0, seed=None):
+    """Attention(Q, K, V) = softmax(scale Q K^T + bias) V  (Vaswani et al. 2017).
+
+    q (..., Tq, D), k (..., Tk, D), v (..., Tk, Dv) -> (..., Tq, Dv).
+    ``mask``: boolean, True where a query may attend to a key, broadcastable to (..., Tq, Tk)
+    (as in PyTorch). ``is_causal``: query i sees keys j <= i + Tk - Tq, aligned bottom-right
+    so that decoding with a KV cache works; note PyTorch's ``is_causal`` aligns top-left.
+    ``bias``: added to the scores (T5's relative position bias), differentiable.
+    ``scale``: defaults to 1/sqrt(D); T5 passes 1.0. A query with no allowed key returns
+    zeros, and its gradients are zero, never NaN. ``dropout_p`` drops attention
+    probabilities with a counter-based mask drawn from ``seed``.
+    """
+    qd, kd, vd = as_array(q), as_array(k), as_array(v)
+    if qd.shape[-1] != kd.shape[-1] or kd.shape[-2] != vd.shape[-2]:
+        raise ValueError(f"scaled_dot_product_attention: q {qd.shape}, k {kd.shape} and v {vd.shape} "
+                         "must agree: q and k on the head size D, k and v on Tk")
+    tq, tk = qd.shape[-2], kd.shape[-2]
+    scale = 1.0 / math.sqrt(qd.shape[-1]) if scale is None else float(scale)
+    xp = xp_of(qd)
+    lead = qd.shape[:-2]
+    mask = _check_mask("scaled_dot_product_attention", mask, (*lead, tq, tk))
+    if dropout_p > 0.0 and seed is None:
+        seed = backend.next_seed()
+
+    if qd.ndim == 4 and kernels.get("attention_forward", qd) is not None:
+        return FlashAttention.apply(q, k, v, bias, mask=mask, scale=scale, causal=is_causal,
+                                    dropout_p=dropout_p, seed=seed)
+    allowed = mask
+    if is_causal:
+        c = causal_mask(xp, tq, tk)
+        allowed = c if allowed is None else allowed & c
+    return _attention_reference(q, k, v, allowed, bias, scale, dropout_p, seed)

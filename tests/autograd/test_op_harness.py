@@ -1,0 +1,60 @@
+"""One harness gradient-checks every registered op; a public op without a spec fails."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import minitransformer as mt
+from tests.autograd.op_specs import SPECS, missing_specs
+
+
+def _run_spec(spec, data, kernel_mode="reference"):
+    fn, arrays = spec.draw(data.draw)
+    inputs = [mt.tensor(a, requires_grad=True) for a in arrays]
+    with mt.kernels.using(kernel_mode):
+        assert mt.gradcheck(fn, inputs, atol=spec.atol, rtol=spec.rtol, fast_mode=spec.fast_mode)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=[s.name for s in SPECS])
+def test_gradcheck(spec):
+    @settings(max_examples=spec.examples)
+    @given(st.data())
+    def check(data):
+        _run_spec(spec, data)
+
+    check()
+
+
+def test_every_public_op_has_a_spec():
+    assert missing_specs() == []
+
+
+def test_an_op_without_a_spec_is_caught():
+    class Cube(mt.Function):
+        @staticmethod
+        def forward(ctx, a):
+            ctx.save(a=a)
+            return a ** 3
+
+        @staticmethod
+        def backward(ctx, g):
+            return 3 * g * ctx.a ** 2
+
+    assert "test_an_op_without_a_spec_is_caught.<locals>.Cube" in missing_specs(extra_ops=[Cube])
+
+
+def test_gradcheck_catches_a_wrong_backward():
+    class WrongSquare(mt.Function):
+        @staticmethod
+        def forward(ctx, a):
+            ctx.save(a=a)
+            return a * a
+
+        @staticmethod
+        def backward(ctx, g):
+            return g * ctx.a          # missing the factor 2
+
+    x = mt.tensor(np.linspace(0.5, 1.5, 6).reshape(2, 3), requires_grad=True)
+    for fast in (False, True):
+        with pytest.raises(mt.GradcheckError, match="input 0"):
+            mt.gradcheck(lambda a: WrongSquare.apply(a), (x,), fast_mode=fast)
