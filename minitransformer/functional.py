@@ -436,7 +436,7 @@ class FlashAttention(Function):
                                 ctx.scale, ctx.causal, ctx.dropout_p, ctx.seed)
         if dbias is not None:
             dbias = unbroadcast(dbias, ctx.bias_shape)
-        return dq, dk, dv, dbias, None, None, None, None, None
+        return dq, dk, dv, dbias
 
 
 def scaled_dot_product_attention(q, k, v, mask=None, is_causal: bool = False, bias=None,

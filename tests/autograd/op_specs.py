@@ -36,6 +36,15 @@ class OpSpec:
 
 SPECS: list[OpSpec] = []
 
+# Constants an op's inputs are combined with (masks, targets, index arrays) must live on the
+# same device as the inputs; the strict-backend run swaps this converter.
+_DEVICE = {"put": lambda a: a}
+
+
+def dev(a):
+    """A constant array, placed on the device the harness is testing."""
+    return _DEVICE["put"](a)
+
 
 def spec(name, covers, **kw):
     def deco(draw_fn):
@@ -153,7 +162,8 @@ def _(draw):
 
 @spec("to_device", [ops.ToDevice])
 def _(draw):
-    return (lambda a: ops.ToDevice.apply(a, device="cpu") * 1.5), [_one(draw)]
+    # To the host and back, so on any device both directions are differentiated.
+    return (lambda a: ops.ToDevice.apply(ops.ToDevice.apply(a, device="cpu") * 1.5, device=a.device)), [_one(draw)]
 
 
 # ------------------------------------------------------------------ reductions
@@ -266,11 +276,11 @@ def _(draw):
     if kind == "slice":
         idx = (slice(None, None, draw(st.sampled_from([1, 2, -1]))),)
     elif kind == "int-array":   # repeated indices exercise the scatter-add
-        idx = np.array(draw(st.lists(st.integers(0, a.shape[0] - 1), min_size=1, max_size=5)))
+        idx = dev(np.array(draw(st.lists(st.integers(0, a.shape[0] - 1), min_size=1, max_size=5))))
     elif kind == "bool":
-        idx = np.array(draw(st.lists(st.booleans(), min_size=a.shape[0], max_size=a.shape[0])))
+        idx = dev(np.array(draw(st.lists(st.booleans(), min_size=a.shape[0], max_size=a.shape[0]))))
     else:
-        idx = (np.array(draw(st.lists(st.integers(0, a.shape[0] - 1), min_size=1, max_size=3))), Ellipsis)
+        idx = (dev(np.array(draw(st.lists(st.integers(0, a.shape[0] - 1), min_size=1, max_size=3)))), Ellipsis)
     return (lambda x: x[idx] * 2.0), [a]
 
 
@@ -278,7 +288,7 @@ def _(draw):
 @spec("where", [ops.Where, "where"])
 def _(draw):
     sc, sa, sb = draw(broadcastable_shapes(3, max_dims=3))
-    cond = draw(float_arrays(sc)) > 0
+    cond = dev(draw(float_arrays(sc)) > 0)
     return (lambda a, b: mt.where(cond, a, b)), [draw(float_arrays(sa)), draw(float_arrays(sb))]
 
 
@@ -287,7 +297,7 @@ def _(draw):
     sa, sm = draw(broadcastable_shapes(2, max_dims=3))
     target = np.broadcast_shapes(sa, sm)
     a = draw(float_arrays(target))
-    mask = draw(float_arrays(sm)) > 0
+    mask = dev(draw(float_arrays(sm)) > 0)
     return (lambda x: x.masked_fill(mask, -3.0)), [a]
 
 
@@ -306,9 +316,10 @@ def _(draw):
     axis = draw(st.integers(-a.ndim, a.ndim - 1))
     if draw(st.booleans()):
         mask = draw(float_arrays(a.shape)) > -1.0     # some rows may be fully masked
-        return (lambda x: F.softmax(x, axis=-1, mask=mask) * np.arange(1, a.shape[-1] + 1)), [a]
-    return (lambda x: F.softmax(x, axis=axis) * np.arange(1, a.shape[axis] + 1).reshape(
-        (-1,) + (1,) * (a.ndim - 1 - axis % a.ndim))), [a]
+        weights = dev(np.arange(1.0, a.shape[-1] + 1))
+        return (lambda x: F.softmax(x, axis=-1, mask=dev(mask)) * weights), [a]
+    weights = dev(np.arange(1.0, a.shape[axis] + 1).reshape((-1,) + (1,) * (a.ndim - 1 - axis % a.ndim)))
+    return (lambda x: F.softmax(x, axis=axis) * weights), [a]
 
 
 @spec("log_softmax", [F.LogSoftmax, "log_softmax"])
@@ -325,6 +336,7 @@ def _(draw):
     logits = draw(float_arrays((*lead, v), min_value=-4, max_value=4))
     targets = np.array(draw(st.lists(st.sampled_from([*range(v), -100]), min_size=int(np.prod(lead)),
                                      max_size=int(np.prod(lead))))).reshape(lead)
+    targets = dev(targets)
     smooth = draw(st.sampled_from([0.0, 0.1]))
     reduction = draw(st.sampled_from(["mean", "sum", "none"]))
     return (lambda x: F.cross_entropy(x, targets, label_smoothing=smooth, reduction=reduction)), [logits]
@@ -360,7 +372,8 @@ def _(draw):
 def _(draw):
     v, c = draw(st.integers(1, 5)), draw(st.integers(1, 4))
     ids = np.array(draw(st.lists(st.integers(0, v - 1), min_size=1, max_size=6)))   # repeats too
-    return (lambda w: F.embedding(ids.reshape(1, -1), w)), [draw(float_arrays((v, c)))]
+    ids = dev(ids.reshape(1, -1))
+    return (lambda w: F.embedding(ids, w)), [draw(float_arrays((v, c)))]
 
 
 @spec("linear", [F.Linear, "linear"])
@@ -381,7 +394,7 @@ def _(draw):
     tq = min(tq, tk) if draw(st.booleans()) else tq
     q, k, v = (draw(float_arrays(s)) for s in [(b, h, tq, d), (b, h, tk, d), (b, h, tk, d)])
     causal = draw(st.booleans()) and tq <= tk
-    mask = (draw(float_arrays((b, 1, 1, tk))) > -1.0) if draw(st.booleans()) else None
+    mask = dev(draw(float_arrays((b, 1, 1, tk))) > -1.0) if draw(st.booleans()) else None
     p = draw(st.sampled_from([0.0, 0.0, 0.25]))
     seed = draw(st.integers(0, 1000))
     if draw(st.booleans()):

@@ -58,3 +58,17 @@ def test_gradcheck_catches_a_wrong_backward():
     for fast in (False, True):
         with pytest.raises(mt.GradcheckError, match="input 0"):
             mt.gradcheck(lambda a: WrongSquare.apply(a), (x,), fast_mode=fast)
+
+
+KERNEL_SPECS = [s for s in SPECS if s.name in ("softmax", "cross_entropy", "scaled_dot_product_attention")]
+
+
+@pytest.mark.parametrize("spec", KERNEL_SPECS, ids=[s.name for s in KERNEL_SPECS])
+def test_gradcheck_through_kernels(spec):
+    """The same specs with the fast kernels dispatched (where this device has them)."""
+    @settings(max_examples=spec.examples)
+    @given(st.data())
+    def check(data):
+        _run_spec(spec, data, kernel_mode="auto")
+
+    check()

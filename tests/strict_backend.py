@@ -1,0 +1,232 @@
+"""A test-only "device" whose arrays behave like CuPy's where it matters: strictly.
+
+CI has no GPU, yet the commonest GPU bug is invisible on a CPU: an op that calls NumPy on
+its input (``np.exp(x)``, ``np.asarray(x)``) or mixes a fresh NumPy array into device
+arithmetic works on NumPy arrays and fails on CuPy ones. ``StrictArray`` wraps a NumPy
+array and refuses exactly those things:
+
+- ``np.asarray(a)`` / ``np.array(a)`` raise (no ``__array__``), as for CuPy arrays;
+- NumPy functions and ufuncs called on it raise (``__array_function__`` / ``__array_ufunc__``);
+- arithmetic with a NumPy ndarray raises (NumPy scalars and Python numbers are fine).
+
+The matching module ``strict`` mirrors the NumPy namespace, unwrapping its arguments and
+wrapping array results, so code that asks ``backend.xp(a)`` for its array module works.
+"""
+from __future__ import annotations
+
+import operator
+
+import numpy as np
+
+from minitransformer import backend
+
+
+class StrictConversionError(TypeError):
+    pass
+
+
+def _unwrap(x):
+    if isinstance(x, StrictArray):
+        return x._a
+    if isinstance(x, tuple):
+        return tuple(_unwrap(i) for i in x)
+    if isinstance(x, list):
+        return [_unwrap(i) for i in x]
+    if isinstance(x, dict):
+        return {k: _unwrap(v) for k, v in x.items()}
+    return x
+
+
+def _wrap(x):
+    if isinstance(x, np.ndarray):
+        return StrictArray(x)
+    if isinstance(x, np.generic):       # CuPy returns 0-d arrays where NumPy gives scalars
+        return StrictArray(np.asarray(x))
+    if isinstance(x, tuple):
+        return tuple(_wrap(i) for i in x)
+    if isinstance(x, list):
+        return [_wrap(i) for i in x]
+    return x
+
+
+def _operand(other, op_name):
+    """Unwrap the other operand of an operator, refusing host NumPy arrays."""
+    if isinstance(other, StrictArray):
+        return other._a
+    if isinstance(other, np.ndarray):
+        raise StrictConversionError(
+            f"strict backend: {op_name} between a device array and a host NumPy array of shape "
+            f"{other.shape}; create it with the array module of the inputs (backend.xp)"
+        )
+    if isinstance(other, (tuple, list)):
+        return _unwrap(other)
+    return other
+
+
+class StrictArray:
+    __slots__ = ("_a",)
+    __array_ufunc__ = None
+
+    def __init__(self, a):
+        self._a = a
+
+    def __array__(self, *args, **kwargs):
+        raise StrictConversionError(
+            "strict backend: implicit conversion of a device array to a NumPy array; use "
+            "backend.to_numpy() to copy to the host, or the array module from backend.xp()"
+        )
+
+    def __array_function__(self, func, types, args, kwargs):
+        raise StrictConversionError(
+            f"strict backend: numpy.{func.__name__} called on a device array; call it on the "
+            "array module from backend.xp() instead"
+        )
+
+    # -- attributes ------------------------------------------------------------------
+    shape = property(lambda self: self._a.shape)
+    dtype = property(lambda self: self._a.dtype)
+    ndim = property(lambda self: self._a.ndim)
+    size = property(lambda self: self._a.size)
+    itemsize = property(lambda self: self._a.itemsize)
+    nbytes = property(lambda self: self._a.nbytes)
+    T = property(lambda self: StrictArray(self._a.T))
+    flags = property(lambda self: self._a.flags)
+    strides = property(lambda self: self._a.strides)
+
+    def __getattr__(self, name):
+        if name.startswith("__"):   # e.g. __array_interface__, which would let NumPy in
+            raise AttributeError(name)
+        attr = getattr(self._a, name)
+        if callable(attr):
+            return lambda *a, **k: _wrap(attr(*_unwrap(a), **_unwrap(k)))
+        return _wrap(attr)
+
+    def __getitem__(self, index):
+        return _wrap(self._a[_unwrap(index)])
+
+    def __setitem__(self, index, value):
+        self._a[_unwrap(index)] = _operand(value, "assignment")
+
+    def __len__(self):
+        return len(self._a)
+
+    def __iter__(self):
+        return (_wrap(x) for x in self._a)
+
+    def __bool__(self):
+        return bool(self._a)
+
+    def __int__(self):
+        return int(self._a)
+
+    def __float__(self):
+        return float(self._a)
+
+    def __index__(self):
+        return operator.index(self._a)
+
+    def __repr__(self):
+        return f"StrictArray({self._a!r})"
+
+    def __hash__(self):
+        return id(self)
+
+
+def _binary(name):
+    op = getattr(operator, name)
+
+    def method(self, other):
+        return _wrap(op(self._a, _operand(other, name)))
+
+    def reflected(self, other):
+        return _wrap(op(_operand(other, name), self._a))
+
+    return method, reflected
+
+
+for _name in ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "matmul", "and_", "or_",
+              "xor", "lshift", "rshift", "lt", "le", "gt", "ge", "eq", "ne"):
+    _m, _r = _binary(_name)
+    _dunder = _name.rstrip("_")
+    setattr(StrictArray, f"__{_dunder}__", _m)
+    if _name not in ("lt", "le", "gt", "ge", "eq", "ne"):
+        setattr(StrictArray, f"__r{_dunder}__", _r)
+for _name in ("neg", "pos", "invert", "abs"):
+    setattr(StrictArray, f"__{_name}__", (lambda op: lambda self: _wrap(op(self._a)))(getattr(operator, _name)))
+
+
+def _iadd(self, other):
+    self._a += _operand(other, "+=")
+    return self
+
+
+def _isub(self, other):
+    self._a -= _operand(other, "-=")
+    return self
+
+
+def _imul(self, other):
+    self._a *= _operand(other, "*=")
+    return self
+
+
+def _itruediv(self, other):
+    self._a /= _operand(other, "/=")
+    return self
+
+
+StrictArray.__iadd__, StrictArray.__isub__ = _iadd, _isub
+StrictArray.__imul__, StrictArray.__itruediv__ = _imul, _itruediv
+
+
+class _Namespace:
+    """Mirror of a NumPy namespace (numpy itself, numpy.random, numpy.linalg) over StrictArrays."""
+
+    def __init__(self, target):
+        self._target = target
+
+    def __getattr__(self, name):
+        attr = getattr(self._target, name)
+        if isinstance(attr, type) or not callable(attr):
+            return attr                                   # dtypes, constants (inf, newaxis)
+        if hasattr(attr, "__module__") and type(attr).__name__ == "module":
+            return _Namespace(attr)
+        return lambda *a, **k: _wrap(attr(*_unwrap(a), **_unwrap(k)))
+
+
+class StrictModule(_Namespace):
+    def __init__(self):
+        super().__init__(np)
+        self.random = _Namespace(np.random)
+        self.linalg = _Namespace(np.linalg)
+
+    @staticmethod
+    def erf(a):
+        from scipy.special import erf
+
+        return _wrap(erf(_unwrap(a)))
+
+    @staticmethod
+    def scatter_add(out, index, values):
+        np.add.at(_unwrap(out), _unwrap(index), _unwrap(values))
+
+    @staticmethod
+    def to_numpy(a):
+        return a._a.copy()
+
+    @staticmethod
+    def asarray(a, dtype=None):
+        return StrictArray(np.asarray(_unwrap(a), dtype=dtype))
+
+
+strict = StrictModule()
+backend.register_array_module(StrictArray, strict, "strict")
+
+
+def to_strict(x):
+    """Put a NumPy array (or a nested list/tuple of them) on the strict device."""
+    if isinstance(x, np.ndarray):
+        return StrictArray(x.copy())
+    if isinstance(x, (list, tuple)):
+        return type(x)(to_strict(i) for i in x)
+    return x
