@@ -18,12 +18,13 @@ import sys
 # because an optional dependency is missing is skipped; any other import error is a bug.
 SUBCOMMANDS = (
     "pretrain",
-    "generate",
+    "generate",      # also fill-mask and fill-spans
     "tokenizer",
     "info",
     "curate",
     "scale",
     "finetune",
+    "evaluate",
     "plot",
 )
 

@@ -1,0 +1,245 @@
+"""The training loop: one loop for the three objectives.
+
+Each optimizer step takes global batch ``step`` from the objective (a pure function of the
+seed and the step, so a resumed run or several data-parallel ranks see exactly the batches
+one uninterrupted process would), splits it into micro-batches, and accumulates gradients:
+
+    loss = sum over micro-batches of (summed token loss) / (non-ignored targets in the whole batch)
+
+so accumulation (and data parallelism) give the same gradient as one big batch, whatever
+the number of real tokens in each piece. Then: clip the global gradient norm, step the
+optimizer, log, evaluate now and then, checkpoint now and then.
+
+Randomness (dropout) is re-seeded at every step from (seed, step), so the run needs no RNG
+state saved: step N draws the same masks whether or not the run was resumed before it.
+
+A non-finite loss stops the run (``NonFiniteLoss``, naming the step) without saving over
+the last good checkpoint; KeyboardInterrupt saves the last completed step, then re-raises.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy
+
+from minitransformer import backend, checkpoint, optim
+from minitransformer.autograd import no_grad
+from minitransformer.models import count_targets
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became inf or nan."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    objective: str = "clm"            # "clm" | "mlm" | "span"
+    steps: int = 600                  # total optimizer steps of the run (resuming continues to it)
+    batch_size: int = 16              # global batch: sequences per optimizer step
+    micro_batch_size: int = 0         # sequences per forward/backward; 0 = the whole batch
+    lr: float = 2e-3                  # peak learning rate
+    warmup: int = 30                  # linear warmup steps
+    schedule: str = "cosine"          # "cosine" | "linear" | "inverse-sqrt"
+    weight_decay: float = 0.1         # decoupled, not on biases, norms, embeddings
+    beta1: float = 0.9
+    beta2: float = 0.98
+    grad_clip: float = 1.0            # max global gradient norm (0 = off)
+    eval_every: int = 100             # steps between validations (0 = only at the end)
+    eval_batches: int = 4             # validation batches per evaluation
+    save_every: int = 200             # steps between checkpoints (0 = only at the end)
+    keep_checkpoints: int = 2         # newest checkpoints kept on disk
+    seed: int = 0
+    device: str = "cpu"
+
+
+def step_seed(seed: int, step: int) -> int:
+    """The RNG seed of one training step: independent streams for every (run seed, step)."""
+    return int(numpy.random.SeedSequence([seed, step]).generate_state(1, dtype=numpy.uint64)[0] >> 1)
+
+
+def to_device(batch: dict, device: str) -> dict:
+    xp = backend.module_for_device(device)
+    return {k: (xp.asarray(v) if device != "cpu" else v) for k, v in batch.items()}
+
+
+def _rows(batch: dict, lo: int, hi: int) -> dict:
+    return {k: v[lo:hi] for k, v in batch.items()}
+
+
+def evaluate(model, objective, batches: int, batch_size: int, device: str = "cpu") -> dict:
+    """Validation loss (nats per target token), perplexity, and masked-token accuracy (MLM)."""
+    was_training = model.training
+    model.eval()
+    total, count, correct = 0.0, 0, 0
+    with no_grad():
+        for i in range(batches):
+            batch = to_device(objective.batch(i, batch_size), device)
+            n = count_targets(batch)
+            if n == 0:
+                continue
+            if "token_type_ids" in batch:      # MLM: also report accuracy on the masked tokens
+                logits = model(batch["input_ids"], attention_mask=batch["attention_mask"],
+                               token_type_ids=batch["token_type_ids"])
+                from minitransformer.functional import cross_entropy
+
+                total += float(cross_entropy(logits, batch["labels"], reduction="sum").item())
+                labels = backend.to_numpy(batch["labels"])
+                pred = backend.to_numpy(logits.data.argmax(axis=-1))
+                correct += int(((pred == labels) & (labels != -100)).sum())
+            else:
+                total += float(model.loss(batch, reduction="sum").item())
+            count += n
+    model.train(was_training)
+    loss = total / max(count, 1)
+    out = {"val_loss": loss, "val_ppl": math.exp(min(loss, 50.0)), "val_tokens": count}
+    if correct or objective.__class__.__name__.startswith("MLM"):
+        out["val_accuracy"] = correct / max(count, 1)
+    return out
+
+
+class Trainer:
+    """Runs (or resumes) one training run in ``out_dir``.
+
+    ``progress``, if given, is called after each step with a dict of the step's metrics
+    (the CLI draws a progress bar from it); nothing here prints.
+    """
+
+    def __init__(self, model, train_data, val_data, config: TrainConfig, out_dir, tokenizer=None,
+                 card_info: dict | None = None, comm=None):
+        self.model = model
+        self.train_data = train_data
+        self.val_data = val_data
+        self.cfg = config
+        self.out_dir = Path(out_dir)
+        self.tokenizer = tokenizer
+        self.card_info = dict(card_info or {})
+        self.comm = comm                      # data-parallel communicator, or None
+        self.optimizer = optim.AdamW(
+            model, lr=config.lr, betas=(config.beta1, config.beta2),
+            weight_decay=config.weight_decay, no_decay=optim.no_decay_names(model),
+        )
+        self.schedule = optim.make_schedule(config.schedule, config.lr, config.warmup, config.steps)
+        self.step = 0
+        self.tokens_seen = 0
+        self.last_eval: dict = {}
+
+    # ---------------------------------------------------------------- checkpoints
+    def _state(self) -> dict:
+        return {"data_cursor": self.step, "tokens_seen": self.tokens_seen,
+                "train_config": dataclasses.asdict(self.cfg), "last_eval": self.last_eval}
+
+    def save(self) -> Path:
+        from minitransformer.model_card import model_card
+
+        card = model_card(self.model, self.cfg, step=self.step, tokens=self.tokens_seen,
+                          metrics=self.last_eval, info=self.card_info)
+        return checkpoint.save_checkpoint(self.out_dir, self.step, self.model, self.optimizer,
+                                          self._state(), self.tokenizer, card,
+                                          keep=self.cfg.keep_checkpoints)
+
+    def resume(self) -> bool:
+        """Load the latest checkpoint in ``out_dir`` if there is one; True when resumed."""
+        if not (self.out_dir / "latest").is_file():
+            return False
+        ckpt = checkpoint.resolve(self.out_dir)
+        state = checkpoint.verify(ckpt)
+        saved = state.get("train_config", {})
+        for key in ("objective", "batch_size", "seed"):
+            if key in saved and saved[key] != getattr(self.cfg, key):
+                raise ValueError(f"cannot resume {self.out_dir}: it was trained with {key}={saved[key]!r}, "
+                                 f"now {key}={getattr(self.cfg, key)!r}; use the same value or a new --out")
+        self.model.load_state_dict(checkpoint.load_arrays(ckpt / "model.safetensors"))
+        self.optimizer.load_state_dict(checkpoint.load_arrays(ckpt / "optimizer.safetensors"))
+        self.step = int(state["data_cursor"])
+        self.tokens_seen = int(state.get("tokens_seen", 0))
+        self.last_eval = state.get("last_eval", {})
+        return True
+
+    def _log(self, record: dict) -> None:
+        if self.comm is not None and self.comm.rank != 0:
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.out_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    # ---------------------------------------------------------------- one step
+    def train_step(self) -> dict:
+        """One optimizer step on global batch ``self.step``; returns its metrics."""
+        cfg = self.cfg
+        backend.manual_seed(step_seed(cfg.seed, self.step))
+        lo, hi = 0, cfg.batch_size
+        if self.comm is not None:
+            lo, hi = self.comm.row_range(cfg.batch_size)
+        batch = self.train_data.batch(self.step, cfg.batch_size, rows=slice(lo, hi))
+        local_count = count_targets(batch)
+        count = self.comm.sum_int(local_count) if self.comm is not None else local_count
+        micro = cfg.micro_batch_size or (hi - lo)
+        loss_sum = 0.0
+        self.model.train()
+        for start in range(0, hi - lo, micro):
+            part = to_device(_rows(batch, start, start + micro), cfg.device)
+            if count_targets(part) == 0:
+                continue
+            loss = self.model.loss(part, reduction="sum")
+            loss_sum += float(loss.item())
+            (loss * (1.0 / max(count, 1))).backward()
+        if self.comm is not None:
+            self.comm.allreduce_gradients(self.model)
+            loss_sum = self.comm.sum_float(loss_sum)
+        mean_loss = loss_sum / max(count, 1)
+        if not math.isfinite(mean_loss):
+            self.optimizer.zero_grad()
+            raise NonFiniteLoss(f"loss became {mean_loss} at step {self.step}; stopped without saving "
+                                f"it, the last good checkpoint in {self.out_dir} is kept (lower the "
+                                "learning rate or check the data)")
+        lr = self.schedule(self.step)
+        self.optimizer.lr = lr
+        grad_norm = optim.clip_grad_norm(self.model, cfg.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad()
+        self.step += 1
+        tokens = int(batch["input_ids"].size) * (self.comm.size if self.comm is not None else 1)
+        self.tokens_seen += tokens
+        return {"step": self.step, "loss": mean_loss, "lr": lr, "grad_norm": grad_norm,
+                "tokens": tokens, "targets": count}
+
+    # ---------------------------------------------------------------- the run
+    def fit(self, progress=None, until: int | None = None) -> dict:
+        """Train from the current step to ``config.steps`` (or stop, saved, at step ``until``,
+        to be resumed later: the schedule still runs to ``config.steps``); returns the final
+        metrics."""
+        cfg = self.cfg
+        self.model.to(cfg.device)
+        last_saved = self.step
+        stop = cfg.steps if until is None else min(until, cfg.steps)
+        try:
+            while self.step < stop:
+                t0 = time.perf_counter()
+                m = self.train_step()
+                m["tokens_per_s"] = m["tokens"] / max(time.perf_counter() - t0, 1e-9)
+                self._log({k: m[k] for k in ("step", "loss", "lr", "grad_norm", "tokens_per_s")})
+                if (cfg.eval_every and self.step % cfg.eval_every == 0) or self.step == cfg.steps:
+                    self.last_eval = {"step": self.step, **evaluate(
+                        self.model, self.val_data, cfg.eval_batches, cfg.batch_size, cfg.device)}
+                    self._log(self.last_eval)
+                    m.update(self.last_eval)
+                if progress is not None:
+                    progress(m)
+                if (cfg.save_every and self.step % cfg.save_every == 0) or self.step == stop:
+                    self._save_if_rank0()
+                    last_saved = self.step
+        except KeyboardInterrupt:
+            if self.step != last_saved:
+                self._save_if_rank0()
+            raise
+        return dict(self.last_eval, step=self.step, tokens_seen=self.tokens_seen)
+
+    def _save_if_rank0(self):
+        if self.comm is None or self.comm.rank == 0:
+            self.save()
+        if self.comm is not None:
+            self.comm.barrier()

@@ -1,0 +1,150 @@
+"""Checkpoints: resuming continues the same run bit for bit; damage is refused; crashes lose nothing."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import minitransformer as mt
+from minitransformer import checkpoint, models, objectives
+from minitransformer.train import NonFiniteLoss, TrainConfig, Trainer
+from tests.train import markov
+
+STREAM = markov.sample(markov.transition_matrix(0), 6_000, seed=3)
+
+
+def tiny_trainer(out, steps, seed=0, dropout=0.1, save_every=0):
+    cfg = models.GPTConfig(vocab_size=markov.VOCAB, n_positions=16, n_embd=16, n_layer=1, n_head=2,
+                           resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout)
+    mt.manual_seed(seed)
+    model = models.build(cfg)
+    data = objectives.CLMObjective(STREAM, 16, eos_id=markov.EOS, seed=seed)
+    val = objectives.CLMObjective(STREAM[:800], 16, eos_id=markov.EOS, seed=seed + 1, shuffle=False)
+    tc = TrainConfig(objective="clm", steps=steps, batch_size=4, micro_batch_size=2, lr=1e-2, warmup=3,
+                     eval_every=4, eval_batches=2, save_every=save_every, seed=seed)
+    return Trainer(model, data, val, tc, out)
+
+
+def weights(model):
+    return {k: np.array(v) for k, v in model.state_dict().items()}
+
+
+def test_resume_continues_bit_for_bit(tmp_path):
+    straight = tiny_trainer(tmp_path / "a", steps=10)
+    straight.fit()
+
+    first = tiny_trainer(tmp_path / "b", steps=10)
+    first.fit(until=6)                      # stop (saved) after 6 of the run's 10 steps
+    second = tiny_trainer(tmp_path / "b", steps=10)
+    assert second.resume() and second.step == 6
+    second.fit()
+
+    def interrupt_at_3(m):                  # Ctrl-C after step 3: saves, then stops
+        if m["step"] == 3:
+            raise KeyboardInterrupt
+    third = tiny_trainer(tmp_path / "c", steps=10)
+    with pytest.raises(KeyboardInterrupt):
+        third.fit(interrupt_at_3)
+    fourth = tiny_trainer(tmp_path / "c", steps=10)
+    assert fourth.resume() and fourth.step == 3
+    fourth.fit()
+
+    a = weights(straight.model)
+    for other in (second, fourth):
+        b = weights(other.model)
+        assert a.keys() == b.keys()
+        for k in a:
+            assert np.array_equal(a[k], b[k]), k
+        for s, t in zip(straight.optimizer.state_dict().values(), other.optimizer.state_dict().values()):
+            assert np.array_equal(s, t)
+
+
+def test_checkpoint_has_everything_and_a_model_card(tmp_path):
+    t = tiny_trainer(tmp_path, steps=4)
+    t.fit()
+    ckpt = checkpoint.resolve(tmp_path)
+    assert ckpt.name == "step-000004"
+    for name in ("model.safetensors", "optimizer.safetensors", "config.json", "trainer_state.json", "README.md"):
+        assert (ckpt / name).is_file(), name
+    state = checkpoint.verify(ckpt)
+    assert state["data_cursor"] == 4 and state["step"] == 4
+    card = (ckpt / "README.md").read_text()
+    assert "Validation loss" in card and "Limitations" in card
+    model = checkpoint.load_model(tmp_path)
+    for k, v in weights(t.model).items():
+        assert np.array_equal(v, model.state_dict()[k])
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "delete"])
+def test_damaged_checkpoint_is_refused_with_the_file_named(tmp_path, damage):
+    tiny_trainer(tmp_path, steps=2).fit()
+    f = checkpoint.resolve(tmp_path) / "model.safetensors"
+    if damage == "truncate":
+        f.write_bytes(f.read_bytes()[:-100])
+    elif damage == "flip":
+        data = bytearray(f.read_bytes())
+        data[-10] ^= 0xFF
+        f.write_bytes(bytes(data))
+    else:
+        f.unlink()
+    with pytest.raises(checkpoint.CheckpointError, match="model.safetensors"):
+        checkpoint.load_model(tmp_path)
+    resumed = tiny_trainer(tmp_path, steps=4)
+    with pytest.raises(checkpoint.CheckpointError, match="model.safetensors"):
+        resumed.resume()
+
+
+def test_unreadable_safetensors_is_a_clear_error(tmp_path):
+    bad = tmp_path / "x.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    with pytest.raises(checkpoint.CheckpointError, match="not a readable safetensors file"):
+        checkpoint.load_arrays(bad)
+    with pytest.raises(FileNotFoundError, match="missing.safetensors"):
+        checkpoint.load_arrays(tmp_path / "missing.safetensors")
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    tiny_trainer(tmp_path, steps=2).fit()
+    good = checkpoint.resolve(tmp_path)
+    t = tiny_trainer(tmp_path, steps=6, save_every=1)
+    t.resume()
+    for _, p in t.model.named_parameters():
+        p.data[...] = np.nan
+    with pytest.raises(NonFiniteLoss, match="at step 2"):
+        t.fit()
+    assert checkpoint.resolve(tmp_path) == good
+    checkpoint.verify(good)
+
+
+SAVER = """
+import sys
+sys.path.insert(0, {root!r})
+from tests.train.test_checkpoints import tiny_trainer
+t = tiny_trainer({out!r}, steps=1)
+t.fit()
+print("first", flush=True)
+while True:              # save over and over until killed
+    t.step += 1
+    t.save()
+"""
+
+
+def test_kill_during_save_leaves_a_loadable_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    root = str(Path(__file__).resolve().parents[2])
+    proc = subprocess.Popen([sys.executable, "-c", SAVER.format(root=root, out=str(out))],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "first"
+        time.sleep(1.0)                  # mid-way through some save
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    ckpt = checkpoint.resolve(out)
+    checkpoint.verify(ckpt)
+    checkpoint.load_model(out)
+    assert (out / "latest").read_text().startswith("checkpoints/step-")
