@@ -211,11 +211,15 @@ def load_model(path, device: str = "cpu"):
 
 
 def load_tokenizer(path):
-    """The tokenizer saved with a checkpoint, or None if it has none."""
+    """The tokenizer saved with a checkpoint, or None if it has none.
+
+    Any tokenizer.json: our byte-level BPE, or the WordPiece (BERT) and Unigram (T5) files of
+    transformers-format folders.
+    """
     ckpt = resolve(path)
     f = ckpt / "tokenizer.json"
     if not f.is_file():
         return None
-    from minitransformer.data import BPETokenizer
+    from minitransformer.data.hf_tokenizers import load_tokenizer_json
 
-    return BPETokenizer.load(f)
+    return load_tokenizer_json(f)

@@ -1,4 +1,8 @@
-"""``minitransformer info``: what a preset or checkpoint is."""
+"""``minitransformer info``: what a preset or checkpoint is, and its model card.
+
+A checkpoint is either one of our run or step folders or a transformers-format folder
+(config.json + model.safetensors); both carry their model card as README.md.
+"""
 from __future__ import annotations
 
 import argparse
@@ -8,20 +12,21 @@ from pathlib import Path
 EXAMPLES = """examples:
   minitransformer info gpt2              # a preset: config and parameter counts
   minitransformer info runs/gpt-tiny     # a checkpoint: config, counts and its model card
+  minitransformer info exported/         # a transformers-format folder, the same
 """
 
 
 def register(sub) -> None:
     p = sub.add_parser("info", help="config, size and model card of a preset or checkpoint",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("target", help="a preset name or a checkpoint/run folder")
+    p.add_argument("target", help="a preset name, a checkpoint/run folder, or a transformers-format folder")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from minitransformer import checkpoint, models
 
-    card = None
+    card, ckpt = None, None
     if Path(args.target).exists():
         ckpt = checkpoint.resolve(args.target)
         model = checkpoint.load_model(ckpt)
@@ -39,4 +44,6 @@ def run(args) -> int:
     if card:
         print()
         print(card)
+    elif ckpt is not None:
+        print(f"\nno model card: {ckpt} has no README.md")
     return 0

@@ -1,0 +1,506 @@
+"""Scaled dot-product attention on the CPU, the FlashAttention-2 way (Dao 2023).
+
+For one batch entry and head, with queries Q (Tq, D), keys K and values V (Tk, D):
+
+    S = scale Q K^T + bias            (masked and causal entries set to -inf)
+    P = softmax(S) row-wise,  O = (P * keep / (1 - p)) V       (keep: the dropout mask)
+
+The reference builds the whole (Tq, Tk) matrix S. This kernel never does: it walks the keys
+in tiles and keeps, for each query row, a running maximum m, a running sum l of exp(S - m)
+and an accumulator of exp(S - m) V, rescaling both by exp(m_old - m_new) whenever the
+maximum grows (the "online softmax", Milakov and Gimelshein 2018). Only the row
+log-sum-exp M = m + log l is saved for the backward pass, which rebuilds P = exp(S - M)
+one tile at a time:
+
+    Delta_i = sum_d dO_id O_id            (= sum_j P_ij dP_ij, even with dropout in O)
+    dV  = P_drop^T dO
+    dP  = (dO V^T) * keep / (1 - p)
+    dS  = P * (dP - Delta)                 (also the bias gradient)
+    dQ  = scale dS K,     dK = scale dS^T Q
+
+So extra memory grows with T (the tiles, M and Delta), not T^2. With a bias the
+bias gradient is itself (Tq, Tk), which is the price of asking for it.
+
+Engineering:
+- Tiles are BLOCK_Q x block_k; the tile products go to BLAS (through SciPy, which Numba
+  uses for ``np.dot``) and everything elementwise is Numba code that LLVM vectorises,
+  including the exponential (``softmax.fast_exp``).
+- The forward runs (batch*head, query tile) units in parallel, dealt to the threads in
+  turn (``softmax.run_parallel``), so that under a causal mask, where later query tiles
+  cost more, each thread gets a similar amount of work.
+- The backward walks key tiles in the outer loop (dK, dV stay in a tile-sized buffer) and
+  query tiles inside, adding into dQ. A unit owns a (batch*head) "lane" and a residue class
+  of key tiles; when there are fewer lanes than threads, key tiles are dealt to several
+  groups, each with its own dQ buffer, summed at the end. No two threads write the same
+  memory, so the result does not depend on scheduling.
+- Causal masking is bottom-right aligned: query i sees key j iff j <= i + Tk - Tq. Tiles
+  wholly above that diagonal are skipped; tiles crossing it are masked per row.
+- Dropout decisions come from the counter-based hash in ``rng``, evaluated per entry in
+  forward and backward alike, so no mask is ever stored.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import get_num_threads, njit
+
+from . import rng
+from .softmax import FASTMATH, compute_dtype, fast_exp, readonly, run_parallel
+
+BLOCK_Q = 64
+# OpenBLAS runs a GEMM on one thread while m*n*k <= 262144 (its default threshold); larger
+# tile products would start BLAS threads inside our own parallel loop and oversubscribe.
+_GEMM_SINGLE_THREAD = 262144
+
+_keep = njit(inline="always", cache=True)(rng.keep_scalar)
+
+
+def block_k_for(head_dim: int, block_q: int = BLOCK_Q) -> int:
+    """The key tile: 64 keys, fewer for wide heads, so that each tile GEMM stays single-threaded."""
+    bk = 64
+    while bk > 8 and block_q * bk * max(head_dim, 1) > _GEMM_SINGLE_THREAD:
+        bk //= 2
+    return bk
+
+
+# ---------------------------------------------------------------------------------------
+# Tiles are kept transposed: st[c, r] = S[i0 + r, j0 + c], one row per key and one column
+# per query. Everything a query row needs (its running max, sum, shift, Delta) is then a
+# vector over the contiguous axis, and the row-wise max and sums of the softmax become
+# element-wise updates of such vectors, which vectorise, instead of one short horizontal
+# reduction per row, which does not.
+# ---------------------------------------------------------------------------------------
+
+@njit(fastmath=FASTMATH, cache=True)
+def _finish_scores(st, i0, j0, b, h, mask, has_mask, bias, has_bias, causal, offset):
+    """In place on S^T (nk, nq): add the bias; -inf where key j may not be seen by query i."""
+    nk, nq = st.shape
+    neg_inf = st.dtype.type(-np.inf)
+    if has_bias:
+        bb = b if bias.shape[0] > 1 else 0
+        for r in range(nq):
+            brow = bias[bb, h, i0 + r]
+            for c in range(nk):
+                st[c, r] += brow[j0 + c]
+    if has_mask:
+        mb = b if mask.shape[0] > 1 else 0
+        mh = h if mask.shape[1] > 1 else 0
+        wide = mask.shape[3] > 1
+        if mask.shape[2] == 1:
+            # One mask row for every query (padding): hide whole keys.
+            mrow = mask[mb, mh, 0]
+            for c in range(nk):
+                if not mrow[j0 + c if wide else 0]:
+                    st[c, :] = neg_inf
+        else:
+            for r in range(nq):
+                mrow = mask[mb, mh, i0 + r]
+                for c in range(nk):
+                    if not mrow[j0 + c if wide else 0]:
+                        st[c, r] = neg_inf
+    if causal:
+        # Key j is in the future of query i when j > i + offset, i.e. r < j - offset - i0.
+        for c in range(nk):
+            for r in range(min(max(j0 + c - offset - i0, 0), nq)):
+                st[c, r] = neg_inf
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _dropout_factors(ft, row0, tk, j0, hashed_seed, threshold, inv_keep):
+    """ft[c, r] = keep(row0 + r, j0 + c) / (1 - p), rows counted as bh * Tq + i."""
+    zero = ft.dtype.type(0.0)
+    nk, nq = ft.shape
+    for c in range(nk):
+        for r in range(nq):
+            counter = np.uint64((row0 + r) * tk + j0 + c)
+            ft[c, r] = inv_keep if _keep(hashed_seed, counter, threshold) else zero
+
+
+# ---------------------------------------------------------------------------------------
+# Forward
+# ---------------------------------------------------------------------------------------
+
+@njit(nogil=True, fastmath=FASTMATH, cache=True)
+def _forward(first, stop, step, q, k, v, tq, tk, n_heads, mask, has_mask, bias, has_bias, scale,
+             causal, dropout_p, hashed_seed, threshold, block_q, block_k, o, lse):
+    """Forward units first, first + step, ... < stop; unit u is query tile u % n_qb of
+    batch*head u // n_qb, and writes only its own rows of o and lse."""
+    # q, o: (BH*Tq, D); k, v: (BH*Tk, D); lse: (BH*Tq,)
+    dim = q.shape[1]
+    n_bh = q.shape[0] // tq
+    n_qb = (tq + block_q - 1) // block_q
+    dt = q.dtype.type
+    sc = dt(scale)
+    neg_inf = dt(-np.inf)
+    pos_inf = dt(np.inf)
+    inv_keep = dt(1.0 / (1.0 - dropout_p))
+    offset = tk - tq
+    for u in range(first, stop, step):
+        bh = u // n_qb
+        qb = u % n_qb
+        b = bh // n_heads
+        h = bh % n_heads
+        i0 = qb * block_q
+        nq = min(block_q, tq - i0)
+        row0 = bh * tq + i0
+        # The query tile, scaled once and stored transposed, so that S^T = K (scale Q)^T
+        # is a plain A B product (BLAS runs A B^T about 1.7x slower on 64-tiles).
+        qt = np.empty((dim, nq), q.dtype)                             # (D, nq)
+        for r in range(nq):
+            for d in range(dim):
+                qt[d, r] = q[row0 + r, d] * sc
+        m = np.full(nq, neg_inf, q.dtype)        # running max of each query row
+        l = np.zeros(nq, q.dtype)                # running sum of exp(S - m)
+        alpha = np.empty(nq, q.dtype)            # exp(m_old - m_new), rescales l and acc
+        shift = np.empty(nq, q.dtype)
+        tile_sum = np.empty(nq, q.dtype)
+        acc = np.zeros((nq, dim), q.dtype)       # running sum of exp(S - m) V
+        st_buf = np.empty(block_k * block_q, q.dtype)
+        pt_buf = np.empty(block_k * block_q, q.dtype)
+        ft_buf = np.empty(block_k * block_q, q.dtype)
+        pv_buf = np.empty(block_q * dim, q.dtype)
+        # Keys at or beyond k_end are invisible to every row of this tile.
+        k_end = min(tk, i0 + nq + offset) if causal else tk
+        for j0 in range(0, max(k_end, 0), block_k):
+            nk = min(block_k, k_end - j0)
+            k_tile = k[bh * tk + j0:bh * tk + j0 + nk]                 # (nk, D)
+            v_tile = v[bh * tk + j0:bh * tk + j0 + nk]
+            st = st_buf[:nk * nq].reshape((nk, nq))
+            pt = pt_buf[:nk * nq].reshape((nk, nq))
+            np.dot(k_tile, qt, st)                        # S^T = K (scale Q)^T: (nk, nq)
+            # Only tiles with a bias, a mask, or keys past the causal diagonal need more.
+            if has_bias or has_mask or (causal and j0 + nk - 1 > i0 + offset):
+                _finish_scores(st, i0, j0, b, h, mask, has_mask, bias, has_bias, causal,
+                               offset)
+            # New running max per query row (a column of S^T).
+            alpha[:] = m
+            for c in range(nk):
+                for r in range(nq):
+                    m[r] = st[c, r] if st[c, r] > m[r] else m[r]
+            for r in range(nq):
+                seen = m[r] > neg_inf
+                alpha[r] = fast_exp(alpha[r] - m[r] if seen else dt(0.0))
+                # A row with nothing visible yet keeps P = exp(S - inf) = 0.
+                shift[r] = m[r] if seen else pos_inf
+            tile_sum[:] = 0.0
+            for c in range(nk):
+                for r in range(nq):
+                    e = fast_exp(st[c, r] - shift[r])
+                    pt[c, r] = e
+                    tile_sum[r] += e
+            for r in range(nq):
+                l[r] = l[r] * alpha[r] + tile_sum[r]
+            if dropout_p > 0.0:
+                # l sums the probabilities before dropout; only O sees the dropped ones.
+                ft = ft_buf[:nk * nq].reshape((nk, nq))
+                _dropout_factors(ft, row0, tk, j0, hashed_seed, threshold, inv_keep)
+                for c in range(nk):
+                    for r in range(nq):
+                        pt[c, r] *= ft[c, r]
+            pv = pv_buf[:nq * dim].reshape((nq, dim))
+            np.dot(pt.T, v_tile, pv)                      # P V: (nq, nk) x (nk, D)
+            for r in range(nq):
+                a = alpha[r]
+                for d in range(dim):
+                    acc[r, d] = acc[r, d] * a + pv[r, d]
+        for r in range(nq):
+            if l[r] > 0.0:
+                inv_l = dt(1.0) / l[r]
+                for d in range(dim):
+                    o[row0 + r, d] = acc[r, d] * inv_l
+                lse[row0 + r] = m[r] + np.log(l[r])
+            else:
+                # A fully masked row: zero output, and lse = -inf marks it for backward.
+                o[row0 + r] = 0.0
+                lse[row0 + r] = neg_inf
+
+
+# ---------------------------------------------------------------------------------------
+# Backward
+# ---------------------------------------------------------------------------------------
+
+@njit(nogil=True, fastmath=FASTMATH, cache=True)
+def _row_dots(a, b, out):
+    """out[r] = sum_d a[r, d] * b[r, d]."""
+    for r in range(a.shape[0]):
+        acc = a.dtype.type(0.0)
+        for d in range(a.shape[1]):
+            acc += a[r, d] * b[r, d]
+        out[r] = acc
+
+
+@njit(nogil=True, fastmath=FASTMATH, cache=True)
+def _pack_transposed(x, tq, block_q, out):
+    """Each query tile x[rows] (nq, D) stored as its transpose (D, nq), tile after tile."""
+    dim = x.shape[1]
+    n_qb = (tq + block_q - 1) // block_q
+    n_bh = x.shape[0] // tq
+    for u in range(n_bh * n_qb):
+        bh = u // n_qb
+        i0 = (u % n_qb) * block_q
+        nq = min(block_q, tq - i0)
+        tile = out[u * block_q * dim:u * block_q * dim + dim * nq].reshape((dim, nq))
+        for r in range(nq):
+            for d in range(dim):
+                tile[d, r] = x[bh * tq + i0 + r, d]
+
+
+@njit(nogil=True, fastmath=FASTMATH, cache=True)
+def _backward(first, stop, step, q, qt_tiles, k, v, do, dot_tiles, lse, delta, tq, tk, n_heads,
+              mask, has_mask, bias, has_bias, causal, dropout_p, hashed_seed, threshold,
+              block_q, block_k, lanes_are_heads, n_groups, dq_part, dk, dv, dbias):
+    """Backward units first, first + step, ... < stop; unit u is lane u // G with key tiles
+    u % G, u % G + G, ... A unit owns all its writes: dK and dV of its key tiles, dQ in its
+    group's buffer, and (when lanes are heads) dbias of its head."""
+    # q (already times the scale), do: (BH*Tq, D); qt_tiles, dot_tiles: the same, packed
+    # by _pack_transposed; k, v, dk, dv: (BH*Tk, D); lse, delta: (BH*Tq,);
+    # dq_part: (G, BH*Tq, D), one dQ / scale per key-tile group; dbias: like bias
+    dim = q.shape[1]
+    n_bh = q.shape[0] // tq
+    n_qb = (tq + block_q - 1) // block_q
+    n_kb = (tk + block_k - 1) // block_k
+    dt = q.dtype.type
+    neg_inf = dt(-np.inf)
+    pos_inf = dt(np.inf)
+    inv_keep = dt(1.0 / (1.0 - dropout_p))
+    offset = tk - tq
+    # With a bias shared over the batch, every batch entry of head h adds into the same
+    # dbias[0, h]: a lane is then a head, and it walks the batch itself.
+    per_lane = n_bh // n_heads if lanes_are_heads else 1
+    for u in range(first, stop, step):
+        lane = u // n_groups
+        g = u % n_groups
+        dq = dq_part[g]
+        st_buf = np.empty(block_k * block_q, q.dtype)
+        pt_buf = np.empty(block_k * block_q, q.dtype)
+        pdt_buf = np.empty(block_k * block_q, q.dtype)
+        ft_buf = np.empty(block_k * block_q, q.dtype)
+        dst_buf = np.empty(block_k * block_q, q.dtype)
+        qd_buf = np.empty(block_q * dim, q.dtype)
+        kd_buf = np.empty(block_k * dim, q.dtype)
+        dk_acc = np.empty((block_k, dim), q.dtype)
+        dv_acc = np.empty((block_k, dim), q.dtype)
+        shift = np.empty(block_q, q.dtype)
+        for bi in range(per_lane):
+            bh = bi * n_heads + lane if lanes_are_heads else lane
+            b = bh // n_heads
+            h = bh % n_heads
+            for kb in range(g, n_kb, n_groups):
+                j0 = kb * block_k
+                nk = min(block_k, tk - j0)
+                k_tile = k[bh * tk + j0:bh * tk + j0 + nk]             # (nk, D)
+                v_tile = v[bh * tk + j0:bh * tk + j0 + nk]
+                dk_t = dk_acc[:nk]
+                dv_t = dv_acc[:nk]
+                dk_t[:] = 0.0
+                dv_t[:] = 0.0
+                # Queries i < j0 - offset see none of these keys under a causal mask.
+                qb_first = max(j0 - offset, 0) // block_q if causal else 0
+                for qb in range(qb_first, n_qb):
+                    i0 = qb * block_q
+                    nq = min(block_q, tq - i0)
+                    row0 = bh * tq + i0
+                    q_tile = q[row0:row0 + nq]                        # (nq, D), scaled
+                    do_tile = do[row0:row0 + nq]
+                    packed = (bh * n_qb + qb) * block_q * dim
+                    qt = qt_tiles[packed:packed + dim * nq].reshape((dim, nq))
+                    dot = dot_tiles[packed:packed + dim * nq].reshape((dim, nq))
+                    st = st_buf[:nk * nq].reshape((nk, nq))
+                    pt = pt_buf[:nk * nq].reshape((nk, nq))
+                    dst = dst_buf[:nk * nq].reshape((nk, nq))
+                    np.dot(k_tile, qt, st)                            # S^T = K (scale Q)^T
+                    if has_bias or has_mask or (causal and j0 + nk - 1 > i0 + offset):
+                        _finish_scores(st, i0, j0, b, h, mask, has_mask, bias, has_bias,
+                                       causal, offset)
+                    for r in range(nq):
+                        # A fully masked row (M = -inf) has P = 0.
+                        m_i = lse[row0 + r]
+                        shift[r] = m_i if m_i > neg_inf else pos_inf
+                    for c in range(nk):
+                        for r in range(nq):
+                            pt[c, r] = fast_exp(st[c, r] - shift[r])  # P = exp(S - M)
+                    pdt = pt
+                    ft = ft_buf[:nk * nq].reshape((nk, nq))
+                    if dropout_p > 0.0:
+                        pdt = pdt_buf[:nk * nq].reshape((nk, nq))
+                        _dropout_factors(ft, row0, tk, j0, hashed_seed, threshold, inv_keep)
+                        for c in range(nk):
+                            for r in range(nq):
+                                pdt[c, r] = pt[c, r] * ft[c, r]
+                    kd = kd_buf[:nk * dim].reshape((nk, dim))
+                    np.dot(pdt, do_tile, kd)                          # dV += P_drop^T dO
+                    for c in range(nk):
+                        for d in range(dim):
+                            dv_t[c, d] += kd[c, d]
+                    np.dot(v_tile, dot, dst)                          # dP_drop^T = V dO^T
+                    for c in range(nk):
+                        for r in range(nq):
+                            dp = dst[c, r] * ft[c, r] if dropout_p > 0.0 else dst[c, r]
+                            dst[c, r] = pt[c, r] * (dp - delta[row0 + r])   # dS^T
+                    if has_bias:
+                        bb = b if dbias.shape[0] > 1 else 0
+                        for r in range(nq):
+                            db_row = dbias[bb, h, i0 + r]
+                            for c in range(nk):
+                                db_row[j0 + c] += dst[c, r]
+                    qd = qd_buf[:nq * dim].reshape((nq, dim))
+                    np.dot(dst.T, k_tile, qd)                         # dQ += dS K (scaled later)
+                    for r in range(nq):
+                        for d in range(dim):
+                            dq[row0 + r, d] += qd[r, d]
+                    np.dot(dst, q_tile, kd)                           # dK += dS^T (scale Q)
+                    for c in range(nk):
+                        for d in range(dim):
+                            dk_t[c, d] += kd[c, d]
+                dk[bh * tk + j0:bh * tk + j0 + nk] = dk_t
+                dv[bh * tk + j0:bh * tk + j0 + nk] = dv_t
+
+
+# ---------------------------------------------------------------------------------------
+# Python-side wrappers: check and normalise the arguments, then call the kernels.
+# ---------------------------------------------------------------------------------------
+
+_NO_MASK = readonly(np.ones((1, 1, 1, 1), dtype=np.bool_))
+
+
+def _prepare_mask(mask, shape):
+    """A C-contiguous bool (b, h, q, k) mask, each axis 1 or full, without materialising
+    axes that were broadcast (zero strides)."""
+    if mask is None:
+        return _NO_MASK, False
+    mask = np.asarray(mask)
+    if mask.dtype != np.bool_:
+        raise TypeError(f"attention: mask dtype {mask.dtype} must be bool (True = may attend); "
+                        "convert it with mask.astype(bool)")
+    if mask.ndim > 4:
+        raise ValueError(f"attention: mask has {mask.ndim} dims, expected at most 4 "
+                         f"broadcastable to (B, H, Tq, Tk) = {shape}")
+    mask = mask.reshape((1,) * (4 - mask.ndim) + mask.shape)
+    for axis, (m, n) in enumerate(zip(mask.shape, shape)):
+        if m not in (1, n):
+            raise ValueError(f"attention: mask shape {mask.shape} does not broadcast to "
+                             f"(B, H, Tq, Tk) = {shape} (axis {axis}); give 1 or {n} there")
+    index = tuple(slice(0, 1) if st == 0 and n > 1 else slice(None)
+                  for st, n in zip(mask.strides, mask.shape))
+    return readonly(mask[index]), True
+
+
+def _prepare_bias(bias, shape, dtype):
+    b, h, tq, tk = shape
+    if bias is None:
+        return readonly(np.zeros((1, 1, 1, 1), dtype)), False
+    bias = np.asarray(bias)
+    if bias.ndim != 4 or bias.shape[0] not in (1, b) or bias.shape[1:] != (h, tq, tk):
+        raise ValueError(f"attention: bias shape {bias.shape} must be (1 or {b}, {h}, {tq}, {tk}); "
+                         "give one bias per head, shared over the batch or one per entry")
+    return readonly(bias, dtype), True
+
+
+def _check_qkv(q, k, v):
+    if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
+        raise ValueError(f"attention: q, k, v must be 4-D (B, H, T, D), got {q.shape}, "
+                         f"{k.shape}, {v.shape}")
+    if k.shape != v.shape or k.shape[:2] != q.shape[:2] or k.shape[3] != q.shape[3]:
+        raise ValueError(f"attention: shapes q {q.shape}, k {k.shape}, v {v.shape} do not fit; "
+                         "expected q (B, H, Tq, D) and k, v (B, H, Tk, D)")
+
+
+def _dropout_args(dropout_p, seed):
+    if not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f"attention: dropout_p must be in [0, 1), got {dropout_p}")
+    if dropout_p == 0.0:
+        return 0.0, np.uint64(0), np.uint64(0)
+    if seed is None:
+        raise ValueError("attention: dropout_p > 0 needs a seed (the same one in forward "
+                         "and backward); pass seed=backend.next_seed()")
+    return float(dropout_p), rng.seed_hash(int(seed)), rng.keep_threshold(dropout_p)
+
+
+def attention_forward(q, k, v, mask=None, bias=None, scale=None, causal=False, dropout_p=0.0,
+                      seed=None, *, block_q=BLOCK_Q, block_k=None):
+    """O = dropout(softmax(scale Q K^T + bias, masked)) V and the row log-sum-exp.
+
+    q (B, H, Tq, D), k and v (B, H, Tk, D) -> o (B, H, Tq, D), lse (B, H, Tq).
+    ``block_q``/``block_k`` set the tile (tests use small tiles to exercise the edges).
+    """
+    q, k, v = np.asarray(q), np.asarray(k), np.asarray(v)
+    _check_qkv(q, k, v)
+    B, H, tq, dim = q.shape
+    tk = k.shape[2]
+    dtype = compute_dtype(q.dtype)
+    scale = 1.0 / math.sqrt(dim) if scale is None else float(scale)
+    mask4, has_mask = _prepare_mask(mask, (B, H, tq, tk))
+    bias4, has_bias = _prepare_bias(bias, (B, H, tq, tk), dtype)
+    p, hashed_seed, threshold = _dropout_args(float(dropout_p), seed)
+    o = np.zeros((B * H * tq, dim), dtype)
+    lse = np.full(B * H * tq, -np.inf, dtype)
+    if o.size and tk:
+        block_k = block_k or block_k_for(dim, block_q)
+        q2 = readonly(q, dtype).reshape(B * H * tq, dim)   # rows (b, h, i)
+        k2 = readonly(k, dtype).reshape(B * H * tk, dim)
+        v2 = readonly(v, dtype).reshape(B * H * tk, dim)
+        n_units = B * H * -(-tq // block_q)
+        run_parallel(_forward, n_units, q2, k2, v2, tq, tk, H, mask4, has_mask, bias4, has_bias,
+                     scale, bool(causal), p, hashed_seed, threshold, int(block_q), int(block_k),
+                     o, lse)
+    return (o.reshape(B, H, tq, dim).astype(q.dtype, copy=False),
+            lse.reshape(B, H, tq))   # lse stays in the compute dtype (float32 for halves)
+
+
+def attention_backward(q, k, v, o, lse, do, mask=None, bias=None, scale=None, causal=False,
+                       dropout_p=0.0, seed=None, *, block_q=BLOCK_Q, block_k=None):
+    """Gradients (dq, dk, dv, dbias) of ``attention_forward``; dbias is None without a bias."""
+    q, k, v = np.asarray(q), np.asarray(k), np.asarray(v)
+    _check_qkv(q, k, v)
+    B, H, tq, dim = q.shape
+    tk = k.shape[2]
+    dtype = compute_dtype(q.dtype)
+    scale = 1.0 / math.sqrt(dim) if scale is None else float(scale)
+    mask4, has_mask = _prepare_mask(mask, (B, H, tq, tk))
+    bias4, has_bias = _prepare_bias(bias, (B, H, tq, tk), dtype)
+    p, hashed_seed, threshold = _dropout_args(float(dropout_p), seed)
+    n_bh = B * H
+    dk = np.zeros((n_bh * tk, dim), dtype)
+    dv = np.zeros((n_bh * tk, dim), dtype)
+    dbias = np.zeros(bias4.shape, dtype) if has_bias else None
+    dq = np.zeros((n_bh * tq, dim), dtype)
+    if dq.size and dk.size:
+        block_k = block_k or block_k_for(dim, block_q)
+        # With Q scaled once up front, S = (scale Q) K^T and dK = dS^T (scale Q) need no
+        # further scaling, and dQ = scale dS K is scaled once at the end.
+        q2 = readonly(np.asarray(q, dtype=dtype) * dtype.type(scale)).reshape(n_bh * tq, dim)
+        k2 = readonly(k, dtype).reshape(n_bh * tk, dim)
+        v2 = readonly(v, dtype).reshape(n_bh * tk, dim)
+        o2 = readonly(o, dtype).reshape(n_bh * tq, dim)
+        do2 = readonly(do, dtype).reshape(n_bh * tq, dim)
+        lse1 = readonly(lse, dtype).reshape(n_bh * tq)
+        delta = np.empty(n_bh * tq, dtype)
+        _row_dots(do2, o2, delta)                                     # Delta = rowsum(dO * O)
+        lanes_are_heads = has_bias and bias4.shape[0] == 1 and B > 1
+        n_lanes = H if lanes_are_heads else n_bh
+        # Enough key-tile groups that the units (lanes x groups) share evenly among the
+        # threads: one group for 8 lanes on 2 threads, two for a single lane.
+        n_threads = get_num_threads()
+        n_groups = max(1, min(-(-tk // block_k), n_threads // math.gcd(n_lanes, n_threads)))
+        dq_part = dq.reshape(1, n_bh * tq, dim) if n_groups == 1 else \
+            np.zeros((n_groups, n_bh * tq, dim), dtype)
+        n_qb = -(-tq // block_q)
+        qt_tiles = np.empty(n_bh * n_qb * block_q * dim, dtype)
+        dot_tiles = np.empty(n_bh * n_qb * block_q * dim, dtype)
+        _pack_transposed(q2, tq, block_q, qt_tiles)
+        _pack_transposed(do2, tq, block_q, dot_tiles)
+        run_parallel(_backward, n_lanes * n_groups, q2, qt_tiles, k2, v2, do2, dot_tiles, lse1,
+                     delta, tq, tk, H, mask4, has_mask, bias4, has_bias, bool(causal), p,
+                     hashed_seed, threshold, int(block_q), int(block_k), lanes_are_heads,
+                     n_groups, dq_part, dk, dv,
+                     dbias if has_bias else np.zeros((1, 1, 1, 1), dtype))
+        if n_groups > 1:
+            dq = dq_part.sum(axis=0)
+        dq *= dtype.type(scale)
+
+    def back(a):  # (BH*T, D) -> (B, H, T, D) in the caller's dtype
+        return a.reshape(B, H, -1, dim).astype(q.dtype, copy=False)
+
+    return (back(dq), back(dk), back(dv),
+            None if dbias is None else dbias.astype(q.dtype, copy=False))

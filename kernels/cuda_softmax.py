@@ -1,0 +1,202 @@
+"""Row softmax on a CUDA GPU: Numba CUDA kernels that take CuPy arrays directly.
+
+The math is that of ``softmax.py``: y = exp(x - max) / sum, masked entries 0, a row with
+nothing allowed all zeros; dx = y * (dy - sum(dy * y)).
+
+One thread block per row. Each thread strides over the row (so neighbouring threads read
+neighbouring floats, and every load is coalesced), keeps a private max and sum, and the
+block combines them with a tree reduction in shared memory: three sweeps over the row
+(max, sum of exponentials, write). The reductions use shared memory only, not warp
+shuffles, so the same kernels run under Numba's CUDA simulator, where the tests check them.
+
+``numba.cuda`` is imported only when a kernel is first built, so importing this module
+needs no GPU, and the simulator (``NUMBA_ENABLE_CUDASIM=1``) can stand in for one.
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+
+from minitransformer import backend
+
+from .softmax import contiguous
+
+THREADS = 128
+
+
+# numba.cuda, bound on first use. Kernels must refer to it as a global of their module,
+# not a closure variable: the simulator runs a kernel by swapping its own module in for
+# that global.
+cuda = None
+
+
+def cuda_module():
+    """numba.cuda, imported on first use."""
+    from numba import cuda as numba_cuda
+
+    return numba_cuda
+
+
+def bind_cuda(module_globals):
+    """Set the global ``cuda`` of a kernel module to numba.cuda."""
+    module_globals["cuda"] = cuda_module()
+
+
+def float_type(dtype):
+    """The NumPy scalar type a kernel computes in: float32 or float64."""
+    return np.float64 if np.dtype(dtype) == np.float64 else np.float32
+
+
+def launch_stream(array):
+    """The stream to launch on: CuPy's current stream for CuPy arrays, else the default."""
+    if backend.device_of(array) == "cuda":
+        cp = backend.cupy_module()
+        ptr = cp.cuda.get_current_stream().ptr
+        if ptr:
+            return cuda_module().external_stream(ptr)
+    return 0
+
+
+@functools.lru_cache(maxsize=None)
+def block_reduce():
+    """A device function reduce(red, tid, value, threads, is_max) -> the block's max or sum.
+
+    Every thread of the block must call it; ``red`` is a shared array of ``threads`` floats
+    (a power of two). A tree over shared memory: log2(threads) steps, each halving the
+    number of active threads.
+    """
+    bind_cuda(globals())
+
+    @cuda.jit(device=True)
+    def reduce(red, tid, value, threads, is_max):
+        red[tid] = value
+        cuda.syncthreads()
+        step = threads // 2
+        while step > 0:
+            if tid < step:
+                if is_max:
+                    red[tid] = max(red[tid], red[tid + step])
+                else:
+                    red[tid] += red[tid + step]
+            cuda.syncthreads()
+            step //= 2
+        result = red[0]
+        cuda.syncthreads()   # red may be reused as soon as this returns
+        return result
+
+    return reduce
+
+
+@functools.lru_cache(maxsize=None)
+def _forward_kernel(ft, threads):
+    reduce = block_reduce()
+
+    @cuda.jit
+    def kernel(x, mask_rows, mask_index, has_mask, y):
+        # x, y: (N, V); mask_rows: (R, 1 or V) bool; mask_index: (N,) row of mask_rows
+        red = cuda.shared.array(threads, dtype=ft)
+        tid = cuda.threadIdx.x
+        width = x.shape[1]
+        neg_inf = ft(-math.inf)
+        for row in range(cuda.blockIdx.x, x.shape[0], cuda.gridDim.x):
+            mrow = mask_index[row] if has_mask else 0
+            wide = mask_rows.shape[1] > 1
+            m = neg_inf
+            for j in range(tid, width, threads):
+                if not has_mask or mask_rows[mrow, j if wide else 0]:
+                    m = max(m, x[row, j])
+            m = reduce(red, tid, m, threads, True)
+            total = ft(0.0)
+            if m > neg_inf:
+                for j in range(tid, width, threads):
+                    if not has_mask or mask_rows[mrow, j if wide else 0]:
+                        total += math.exp(x[row, j] - m)
+            total = reduce(red, tid, total, threads, False)
+            for j in range(tid, width, threads):
+                allowed = not has_mask or mask_rows[mrow, j if wide else 0]
+                # A row with nothing allowed has m = -inf and comes out zeros.
+                y[row, j] = math.exp(x[row, j] - m) / total if allowed and m > neg_inf else 0.0
+
+    return kernel
+
+
+@functools.lru_cache(maxsize=None)
+def _backward_kernel(ft, threads):
+    reduce = block_reduce()
+
+    @cuda.jit
+    def kernel(y, dy, dx):
+        red = cuda.shared.array(threads, dtype=ft)
+        tid = cuda.threadIdx.x
+        width = y.shape[1]
+        for row in range(cuda.blockIdx.x, y.shape[0], cuda.gridDim.x):
+            dot = ft(0.0)
+            for j in range(tid, width, threads):
+                dot += dy[row, j] * y[row, j]
+            dot = reduce(red, tid, dot, threads, False)
+            for j in range(tid, width, threads):
+                dx[row, j] = y[row, j] * (dy[row, j] - dot)
+
+    return kernel
+
+
+def grid_for(n_rows):
+    """Blocks for a row-per-block kernel; rows beyond the grid are strided over."""
+    return max(1, min(n_rows, 65535))
+
+
+def row_mask(xp, mask, shape):
+    """The (rows, index) pair of ``softmax.row_mask``, on ``xp``'s device."""
+    mask = xp.asarray(mask)
+    if mask.dtype != np.bool_:
+        raise TypeError(f"softmax: mask dtype {mask.dtype} must be bool (True = allowed); "
+                        "convert it with mask.astype(bool)")
+    try:
+        np.broadcast_shapes(mask.shape, shape)
+    except ValueError:
+        raise ValueError(f"softmax: mask shape {mask.shape} does not broadcast to the input "
+                         f"shape {tuple(shape)}; give a mask broadcastable to it") from None
+    if mask.ndim > len(shape):
+        mask = mask.reshape(mask.shape[mask.ndim - len(shape):])
+    mask = mask.reshape((1,) * (len(shape) - mask.ndim) + mask.shape)
+    rows = contiguous(mask.reshape(-1, mask.shape[-1]), xp=xp)
+    ids = xp.arange(rows.shape[0], dtype=xp.int64).reshape(mask.shape[:-1])
+    index = contiguous(xp.broadcast_to(ids, tuple(shape[:-1])).reshape(-1), xp=xp)
+    return rows, index
+
+
+def softmax_forward(x, mask=None, *, threads=THREADS):
+    """Softmax over the last axis of a CuPy array (or NumPy under the simulator)."""
+    xp = backend.xp(x)
+    shape = x.shape
+    ft = float_type(x.dtype)
+    if x.size == 0:
+        return xp.zeros(shape, dtype=x.dtype)
+    x2 = contiguous(x, ft, xp).reshape(-1, shape[-1])      # (..., V) -> (N, V)
+    if mask is None:
+        rows, index, has_mask = xp.ones((1, 1), dtype=bool), xp.zeros(1, dtype=xp.int64), False
+    else:
+        rows, index = row_mask(xp, mask, shape)
+        has_mask = True
+    y = xp.empty_like(x2)
+    kernel = _forward_kernel(ft, threads)
+    kernel[grid_for(x2.shape[0]), threads, launch_stream(x)](x2, rows, index, has_mask, y)
+    return y.reshape(shape).astype(x.dtype, copy=False)
+
+
+def softmax_backward(y, dy, *, threads=THREADS):
+    """dx = y * (dy - sum(dy * y, axis=-1, keepdims=True)) on the GPU."""
+    xp = backend.xp(y)
+    if y.shape != dy.shape:
+        raise ValueError(f"softmax_backward: dy shape {dy.shape} must equal y shape {y.shape}")
+    ft = float_type(y.dtype)
+    if y.size == 0:
+        return xp.zeros(y.shape, dtype=y.dtype)
+    y2 = contiguous(y, ft, xp).reshape(-1, y.shape[-1])
+    dy2 = contiguous(dy, ft, xp).reshape(-1, y.shape[-1])
+    dx = xp.empty_like(y2)
+    kernel = _backward_kernel(ft, threads)
+    kernel[grid_for(y2.shape[0]), threads, launch_stream(y)](y2, dy2, dx)
+    return dx.reshape(y.shape).astype(y.dtype, copy=False)

@@ -1,0 +1,345 @@
+"""Row softmax on the CPU: Numba kernels over the last axis of an array of any rank.
+
+    y_ij  = exp(x_ij - m_i) / sum_k exp(x_ik - m_i),      m_i = max_k x_ik
+    dx_ij = y_ij * (dy_ij - sum_k dy_ik y_ik)
+
+An optional boolean mask (True = allowed) gives masked entries probability 0, and a row
+with nothing allowed comes out all zeros instead of 0/0 = NaN.
+
+The kernel is built around the memory hierarchy. A row of a few thousand floats fits in
+the L1/L2 cache, so the row is read from memory once (the max pass) and its later passes
+(exponentiate and sum, then scale) hit the cache; the output is written once. The
+textbook's alternative, the "online" softmax that keeps a running max and rescales the
+running sum, saves a pass over memory only when a row does not fit in cache, and pays
+for it with two exponentials per entry instead of one.
+
+Numba has no vectorised ``exp`` without Intel's SVML, and a scalar libm call costs 2-5 ns,
+more than reading the float. So this module also holds :func:`fast_exp`, an exponential
+written as plain arithmetic that LLVM turns into SIMD code (about 0.4 ns per float32 here).
+The attention and cross-entropy kernels use it too.
+
+Fast-math flags: ``reassoc`` lets sums vectorise, ``contract`` fuses multiply-adds.
+``nnan``/``ninf`` are left out on purpose, because masked scores are -inf and must stay
+-inf.
+"""
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from numba import config, get_num_threads, njit, types
+from numba.extending import intrinsic, overload
+
+FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+
+
+# ---------------------------------------------------------------------------------------
+# A vectorisable exponential.
+#
+# exp(x) = 2**n * exp(r) with n = round(x / ln 2) and r = x - n ln 2 in [-ln2/2, ln2/2]
+# (Cody and Waite: ln 2 split in a high part with trailing zero bits and a small low part,
+# so n * ln2_hi is exact). exp(r) is its Taylor polynomial, of degree 7 for float32 and 12
+# for float64, which leaves a relative error of about one unit in the last place. 2**n is
+# built from its bits, (n + exponent bias) << mantissa bits, reinterpreted as a float.
+# Arguments below the log of the smallest normal number give exactly 0 (so exp(-inf) = 0)
+# where libm would give a subnormal: a difference of at most 1e-38.
+#
+# Every step is plain arithmetic or a select, so a loop that calls ``fast_exp`` (inlined)
+# compiles to SIMD code: about 0.4 ns per float32 here, against 2-5 ns for a libm call.
+# ---------------------------------------------------------------------------------------
+
+@intrinsic
+def _bits_as_float(typingctx, bits):
+    """Reinterpret an int32 as a float32, or an int64 as a float64 (no conversion)."""
+    result = {types.int32: types.float32, types.int64: types.float64}.get(bits)
+    if result is None:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(result))
+
+    return result(bits), codegen
+
+
+@njit(fastmath=FASTMATH, cache=True, inline="always")
+def _exp_f32(x):
+    lo = np.float32(-87.0)
+    xc = min(max(x, lo), np.float32(88.0))
+    n = np.floor(xc * np.float32(1.4426950408889634) + np.float32(0.5))
+    r = xc - n * np.float32(0.693359375) - n * np.float32(-2.12194440e-4)
+    p = np.float32(1.0 / 5040.0)
+    p = p * r + np.float32(1.0 / 720.0)
+    p = p * r + np.float32(1.0 / 120.0)
+    p = p * r + np.float32(1.0 / 24.0)
+    p = p * r + np.float32(1.0 / 6.0)
+    p = p * r + np.float32(0.5)
+    p = p * r + np.float32(1.0)
+    p = p * r + np.float32(1.0)
+    # Below lo the bits are 0, i.e. 2**n = 0. (Numba widens int32 arithmetic to int64,
+    # hence the cast back before the bit cast.)
+    bits = np.int32(((np.int64(n) + 127) << 23) * (x >= lo))
+    return p * _bits_as_float(bits)
+
+
+@njit(fastmath=FASTMATH, cache=True, inline="always")
+def _exp_f64(x):
+    lo = -708.0
+    xc = min(max(x, lo), 709.0)
+    n = np.floor(xc * 1.4426950408889634 + 0.5)
+    r = xc - n * 6.93147180369123816490e-01 - n * 1.90821492927058770002e-10
+    p = 1.0 / 479001600.0
+    p = p * r + 1.0 / 39916800.0
+    p = p * r + 1.0 / 3628800.0
+    p = p * r + 1.0 / 362880.0
+    p = p * r + 1.0 / 40320.0
+    p = p * r + 1.0 / 5040.0
+    p = p * r + 1.0 / 720.0
+    p = p * r + 1.0 / 120.0
+    p = p * r + 1.0 / 24.0
+    p = p * r + 1.0 / 6.0
+    p = p * r + 0.5
+    p = p * r + 1.0
+    p = p * r + 1.0
+    bits = ((np.int64(n) + 1023) << 52) * np.int64(x >= lo)
+    return p * _bits_as_float(bits)
+
+
+def fast_exp(x):
+    """exp(x) of a float32 or float64 scalar; inside a Numba kernel, the SIMD-friendly version."""
+    return np.exp(x)
+
+
+@overload(fast_exp, jit_options={"fastmath": FASTMATH}, inline="always")
+def _fast_exp_jit(x):
+    if x == types.float32:
+        return lambda x: _exp_f32(x)
+    if x == types.float64:
+        return lambda x: _exp_f64(x)
+    return None
+
+
+@njit(fastmath=FASTMATH, cache=True, inline="always")
+def row_max(src, lanes):
+    """max(src) of a 1-D array, -inf when empty; ``lanes`` is a scratch array of 16 floats.
+
+    A single running max does not vectorise (LLVM must keep NaN semantics for it, which
+    costs about 1 ns per entry); sixteen independent running maxima, one per SIMD lane, do,
+    and run about six times faster.
+    """
+    neg_inf = src.dtype.type(-np.inf)
+    lanes[:] = neg_inf
+    n16 = src.size - src.size % 16
+    for j0 in range(0, n16, 16):
+        for lane in range(16):
+            v = src[j0 + lane]
+            lanes[lane] = v if v > lanes[lane] else lanes[lane]
+    m = neg_inf
+    for lane in range(16):
+        m = lanes[lane] if lanes[lane] > m else m
+    for j in range(n16, src.size):
+        m = src[j] if src[j] > m else m
+    return m
+
+
+@njit(fastmath=FASTMATH, cache=True, inline="always")
+def exp_sub_sum(src, shift, dst):
+    """dst = exp(src - shift) for 1-D arrays; returns sum(dst)."""
+    total = src.dtype.type(0.0)
+    for j in range(src.size):
+        e = fast_exp(src[j] - shift)
+        dst[j] = e
+        total += e
+    return total
+
+
+# ---------------------------------------------------------------------------------------
+# Running a kernel on several threads.
+#
+# A kernel here is a serial ``njit(nogil=True)`` function over a range of work units,
+# kernel(first, stop, step, ...), and ``run_parallel`` calls it from as many threads as
+# ``numba.get_num_threads()`` allows, each with its own share of the units. Numba's
+# ``prange`` would do the same, but a parallel function is compiled together with all it
+# calls and costs several times longer to compile (tens of seconds for the attention
+# kernels, in every fresh process that finds no cache), and the threads here cost
+# microseconds per call.
+# ---------------------------------------------------------------------------------------
+
+_pool = None
+_pool_lock = threading.Lock()
+
+
+def _thread_pool():
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=max(1, config.NUMBA_NUM_THREADS - 1),
+                                       thread_name_prefix="minitransformer-kernel")
+        return _pool
+
+
+def run_parallel(kernel, n_units, *args, contiguous=False):
+    """Run ``kernel(first, stop, step, *args)`` over the units 0 .. n_units-1 on threads.
+
+    Strided shares (thread t takes t, t + n, t + 2n, ...) balance units of uneven cost,
+    such as the query tiles of causal attention; contiguous shares keep each thread on its
+    own stretch of memory. The calling thread runs the first share itself.
+    """
+    n_threads = max(1, min(get_num_threads(), n_units))
+    if contiguous:
+        bounds = [n_units * t // n_threads for t in range(n_threads + 1)]
+        shares = [(bounds[t], bounds[t + 1], 1) for t in range(n_threads)]
+    else:
+        shares = [(t, n_units, n_threads) for t in range(n_threads)]
+    if n_threads == 1:
+        kernel(*shares[0], *args)
+        return
+    futures = [_thread_pool().submit(kernel, *share, *args) for share in shares[1:]]
+    kernel(*shares[0], *args)
+    for future in futures:
+        future.result()
+
+
+# ---------------------------------------------------------------------------------------
+# Shared helpers for the Python-side wrappers.
+# ---------------------------------------------------------------------------------------
+
+def readonly(a, dtype=None):
+    """``a`` as a C-contiguous, read-only NumPy view (copied only if layout or dtype differ).
+
+    The CPU kernels only read their inputs. Numba compiles one version of a kernel per
+    argument type, and read-only is part of the type, so handing every input over as
+    read-only keeps it to one version per dtype, whether the caller's array was writeable
+    or a broadcast view, and needs no defensive copy.
+    """
+    out = np.ascontiguousarray(a, dtype=dtype).view()
+    out.flags.writeable = False
+    return out
+
+
+def contiguous(a, dtype=None, xp=np):
+    """``a`` as a C-contiguous, writeable array of ``xp`` (copied only when needed).
+
+    For the CUDA kernels: the CUDA simulator copies every argument back after a launch,
+    which a read-only NumPy array refuses.
+    """
+    out = xp.ascontiguousarray(a, dtype=dtype)
+    if not getattr(out.flags, "writeable", True):
+        out = out.copy()
+    return out
+
+
+def compute_dtype(dtype):
+    """The dtype a kernel computes in: float32 and float64 as they are, anything else float32."""
+    return np.dtype(dtype) if np.dtype(dtype) in (np.float32, np.float64) else np.dtype(np.float32)
+
+
+def row_mask(mask, shape):
+    """A mask broadcastable to ``shape``, compacted for row-wise kernels.
+
+    Returns ``(rows, index)``: ``rows`` is a C-contiguous (R, C) bool array with C = 1 or
+    shape[-1], and ``index[r]`` is the row of ``rows`` that applies to row r of the input
+    viewed as (N, shape[-1]). Broadcast axes are never materialised, so a (B, 1, 1, T) mask
+    over (B, H, T, T) scores costs B*T bytes, not B*H*T*T.
+    """
+    mask = np.asarray(mask)
+    if mask.dtype != np.bool_:
+        raise TypeError(f"softmax: mask dtype {mask.dtype} must be bool (True = allowed); "
+                        "convert it with mask.astype(bool)")
+    try:
+        np.broadcast_shapes(mask.shape, shape)
+    except ValueError:
+        raise ValueError(f"softmax: mask shape {mask.shape} does not broadcast to the input "
+                         f"shape {tuple(shape)}; give a mask broadcastable to it") from None
+    if mask.ndim > len(shape):
+        mask = mask.reshape(mask.shape[mask.ndim - len(shape):])
+    mask = mask.reshape((1,) * (len(shape) - mask.ndim) + mask.shape)
+    lead = mask.shape[:-1]
+    rows = readonly(mask.reshape(-1, mask.shape[-1]))
+    ids = np.arange(rows.shape[0], dtype=np.int64).reshape(lead)
+    index = readonly(np.broadcast_to(ids, tuple(shape[:-1])).reshape(-1))
+    return rows, index
+
+
+_NO_ROWS = readonly(np.ones((1, 1), dtype=np.bool_))
+_NO_INDEX = readonly(np.zeros(1, dtype=np.int64))
+
+
+# ---------------------------------------------------------------------------------------
+# Kernels
+# ---------------------------------------------------------------------------------------
+
+@njit(nogil=True, fastmath=FASTMATH, cache=True)
+def _softmax_forward(first, stop, step, x, mask_rows, mask_index, has_mask, y):
+    # x, y: (N, V); rows first, first + step, ... < stop
+    width = x.shape[1]
+    neg_inf = x.dtype.type(-np.inf)
+    shifted = np.empty(width, x.dtype)
+    lanes = np.empty(16, x.dtype)
+    for r in range(first, stop, step):
+        xr = x[r]
+        yr = y[r]
+        src = xr
+        if has_mask:
+            allowed = mask_rows[mask_index[r]]
+            # Masked entries become -inf, whose exponential is exactly 0.
+            for j in range(width):
+                shifted[j] = xr[j] if allowed[j if allowed.size > 1 else 0] else neg_inf
+            src = shifted
+        m = row_max(src, lanes)
+        if m == neg_inf:
+            # Nothing allowed (or every score is -inf): define the row as zeros.
+            yr[:] = 0.0
+            continue
+        total = exp_sub_sum(src, m, yr)
+        inv = x.dtype.type(1.0) / total
+        for j in range(width):
+            yr[j] *= inv
+
+
+@njit(nogil=True, fastmath=FASTMATH, cache=True)
+def _softmax_backward(first, stop, step, y, dy, dx):
+    width = y.shape[1]
+    for r in range(first, stop, step):
+        yr = y[r]
+        dyr = dy[r]
+        dxr = dx[r]
+        dot = y.dtype.type(0.0)
+        for j in range(width):
+            dot += dyr[j] * yr[j]
+        for j in range(width):
+            dxr[j] = yr[j] * (dyr[j] - dot)
+
+
+def softmax_forward(x, mask=None):
+    """Softmax over the last axis of ``x``; ``mask``: None, or bool broadcastable to x."""
+    x = np.asarray(x)
+    shape = x.shape
+    dtype = compute_dtype(x.dtype)
+    if x.size == 0:
+        return np.zeros(shape, dtype=x.dtype)
+    x2 = readonly(x, dtype).reshape(-1, shape[-1])  # (..., V) -> (N, V)
+    if mask is None:
+        rows, index, has_mask = _NO_ROWS, _NO_INDEX, False
+    else:
+        rows, index = row_mask(mask, shape)
+        has_mask = True
+    y = np.empty_like(x2)
+    run_parallel(_softmax_forward, x2.shape[0], x2, rows, index, has_mask, y, contiguous=True)
+    return y.reshape(shape).astype(x.dtype, copy=False)
+
+
+def softmax_backward(y, dy):
+    """Gradient of the softmax: dx = y * (dy - sum(dy * y, axis=-1, keepdims=True))."""
+    y = np.asarray(y)
+    dy = np.asarray(dy)
+    if y.shape != dy.shape:
+        raise ValueError(f"softmax_backward: dy shape {dy.shape} must equal y shape {y.shape}")
+    dtype = compute_dtype(y.dtype)
+    if y.size == 0:
+        return np.zeros(y.shape, dtype=y.dtype)
+    y2 = readonly(y, dtype).reshape(-1, y.shape[-1])
+    dy2 = readonly(dy, dtype).reshape(-1, y.shape[-1])
+    dx = np.empty_like(y2)
+    run_parallel(_softmax_backward, y2.shape[0], y2, dy2, dx, contiguous=True)
+    return dx.reshape(y.shape).astype(y.dtype, copy=False)
