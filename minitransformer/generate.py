@@ -256,12 +256,19 @@ def fill_spans(model, tokenizer, text: str, max_new_tokens: int = 32, num_beams:
             spans[slot] = current
         elif current is not None:
             current.append(t)
-    pieces, filled = [], []
-    for t in ids:
-        if t in set(slots):
-            span = tokenizer.decode(spans.get(t, []))
-            filled.append(span)
-            pieces.append(span)
+    # Decode each run of ordinary tokens in one call: a tokenizer may mark word starts on a
+    # token (SentencePiece's "▁"), which decoding a lone token would drop.
+    slot_set = set(slots)
+    pieces, filled, run = [], [], []
+    for t in ids + [None]:
+        if t is None or t in slot_set:
+            if run:
+                pieces.append(tokenizer.decode(run))
+                run = []
+            if t is not None:
+                span = tokenizer.decode(spans.get(t, []))
+                filled.append(span)
+                pieces.append(span)
         else:
-            pieces.append(tokenizer.decode([t]))
+            run.append(t)
     return "".join(pieces), filled

@@ -105,6 +105,8 @@ def model_config(preset: str, tokenizer, block_size: int, **overrides):
         changes["pad_token_id"] = tokenizer.pad_id
     if "eos_token_id" in fields:
         changes["eos_token_id"] = tokenizer.eos_id
+    if "bos_token_id" in fields:                  # GPT-2 starts documents with its EOS token
+        changes["bos_token_id"] = tokenizer.eos_id
     if "decoder_start_token_id" in fields:
         changes["decoder_start_token_id"] = tokenizer.pad_id
     for name in ("n_positions", "max_position_embeddings"):

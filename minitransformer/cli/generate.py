@@ -64,6 +64,14 @@ def load(args, family=None):
     return model, tokenizer
 
 
+def _pad_id(tok) -> int:
+    """The padding id; tokenizers without one (GPT-2's) pad with EOS, which the mask hides."""
+    try:
+        return tok.pad_id
+    except (ValueError, KeyError, AttributeError):
+        return tok.eos_id
+
+
 def run_generate(args) -> int:
     from minitransformer import generate
 
@@ -71,14 +79,15 @@ def run_generate(args) -> int:
     if model.config.family == "bert":
         raise CLIError(f"{args.model} holds a BERT model, which does not generate text; use fill-mask")
     prompts = [tok.encode(p) for p in args.prompt]
+    pad_id = _pad_id(tok)
     if model.config.family == "t5":
         outs = generate.seq2seq_beam(model, [p + [tok.eos_id] for p in prompts], num_beams=args.beams,
-                                     max_new_tokens=args.max_new_tokens, eos_id=tok.eos_id, pad_id=tok.pad_id)
+                                     max_new_tokens=args.max_new_tokens, eos_id=tok.eos_id, pad_id=pad_id)
         for p, o in zip(args.prompt, outs):
             print(f"{p!r} -> {tok.decode([i for i in o if i != tok.eos_id])!r}")
         return 0
     outs = generate.generate(model, prompts, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                             top_k=args.top_k, top_p=args.top_p, eos_id=tok.eos_id, pad_id=tok.pad_id,
+                             top_k=args.top_k, top_p=args.top_p, eos_id=tok.eos_id, pad_id=pad_id,
                              seed=args.seed)
     for p, o in zip(args.prompt, outs):
         print(p + tok.decode([i for i in o if i != tok.eos_id]))
