@@ -18,11 +18,11 @@ from __future__ import annotations
 import numpy
 
 from minitransformer import backend
-from minitransformer.autograd import no_grad
+from minitransformer.autograd import Tensor, no_grad
 
 
 def _host_logits(logits) -> numpy.ndarray:
-    return backend.to_numpy(logits.data if hasattr(logits, "data") else logits).astype(numpy.float64)
+    return backend.to_numpy(logits.data if isinstance(logits, Tensor) else logits).astype(numpy.float64)
 
 
 def sample_next(logits, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, rng=None):
@@ -128,9 +128,31 @@ def _encoder_inputs(prompts, pad_id):
 
 def seq2seq_greedy(model, inputs, max_new_tokens: int = 50, eos_id: int = 1, pad_id: int = 0,
                    decoder_start_id: int | None = None):
-    """Greedy decoding with a T5 model for each input (a list of token-id lists)."""
-    return seq2seq_beam(model, inputs, num_beams=1, max_new_tokens=max_new_tokens, eos_id=eos_id,
-                        pad_id=pad_id, decoder_start_id=decoder_start_id)
+    """Greedy decoding with a T5 model for each input (a list of token-id lists): at every
+    step take the most likely token; a row stops at EOS (kept in its output)."""
+    if model.config.family != "t5":
+        raise ValueError(f"seq2seq decoding needs a T5 model, got a {model.config.family} model")
+    start = pad_id if decoder_start_id is None else decoder_start_id
+    xp = backend.module_for_device(model.device)
+    enc_ids, enc_mask = _encoder_inputs([list(p) for p in inputs], pad_id)
+    out = [[] for _ in inputs]
+    done = numpy.zeros(len(inputs), bool)
+    model.eval()
+    with no_grad():
+        memory = model.encode(xp.asarray(enc_ids), attention_mask=xp.asarray(enc_mask))
+        cache, step_ids = None, numpy.full((len(inputs), 1), start, dtype=numpy.int64)
+        for _ in range(max_new_tokens):
+            logits, cache = model.decode(xp.asarray(step_ids), memory, attention_mask=xp.asarray(enc_mask),
+                                         past_key_values=cache, use_cache=True)
+            nxt = sample_next(logits[:, -1])
+            for i, tok in enumerate(nxt):
+                if not done[i]:
+                    out[i].append(int(tok))
+                    done[i] = int(tok) == eos_id
+            if done.all():
+                break
+            step_ids = nxt[:, None].astype(numpy.int64)
+    return out
 
 
 def seq2seq_beam(model, inputs, num_beams: int = 4, max_new_tokens: int = 50, eos_id: int = 1,
@@ -244,8 +266,12 @@ def fill_spans(model, tokenizer, text: str, max_new_tokens: int = 32, num_beams:
     if not slots:
         raise ValueError(f"fill-spans: the text has no sentinel such as {tokenizer.id_to_token(sentinels[0])} "
                          "marking a span to fill")
-    out = seq2seq_beam(model, [ids + [tokenizer.eos_id]], num_beams=num_beams,
-                       max_new_tokens=max_new_tokens, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id)[0]
+    if num_beams > 1:
+        out = seq2seq_beam(model, [ids + [tokenizer.eos_id]], num_beams=num_beams,
+                           max_new_tokens=max_new_tokens, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id)[0]
+    else:
+        out = seq2seq_greedy(model, [ids + [tokenizer.eos_id]], max_new_tokens=max_new_tokens,
+                             eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id)[0]
     # The target reads: <extra_id_0> span0 <extra_id_1> span1 ... <eos>
     spans, current, slot = {}, None, None
     for t in out:

@@ -56,9 +56,10 @@ class TrainConfig:
     device: str = "cpu"
 
 
-def step_seed(seed: int, step: int) -> int:
-    """The RNG seed of one training step: independent streams for every (run seed, step)."""
-    return int(numpy.random.SeedSequence([seed, step]).generate_state(1, dtype=numpy.uint64)[0] >> 1)
+def step_seed(seed: int, step: int, *more: int) -> int:
+    """The RNG seed of one training step: independent streams for every (run seed, step)
+    (and for every ``more``, e.g. the first row a data-parallel rank takes)."""
+    return int(numpy.random.SeedSequence([seed, step, *more]).generate_state(1, dtype=numpy.uint64)[0] >> 1)
 
 
 def to_device(batch: dict, device: str) -> dict:
@@ -117,15 +118,25 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.tokenizer = tokenizer
         self.card_info = dict(card_info or {})
-        self.comm = comm                      # data-parallel communicator, or None
+        self.comm = None                      # data-parallel communicator (see distribute)
+        model.to(config.device)               # before the optimizer, whose state follows the weights
         self.optimizer = optim.AdamW(
             model, lr=config.lr, betas=(config.beta1, config.beta2),
             weight_decay=config.weight_decay, no_decay=optim.no_decay_names(model),
         )
+        if comm is not None:
+            self.distribute(comm)
         self.schedule = optim.make_schedule(config.schedule, config.lr, config.warmup, config.steps)
         self.step = 0
         self.tokens_seen = 0
         self.last_eval: dict = {}
+
+    def distribute(self, comm) -> None:
+        """Train data-parallel over ``comm`` (a ``minitransformer.dist`` communicator): each
+        rank takes its rows of every global batch; with ZeRO-1 the optimizer is sharded.
+        Call before ``resume`` and ``fit``."""
+        self.comm = comm
+        self.optimizer = comm.wrap_optimizer(self.optimizer)
 
     # ---------------------------------------------------------------- checkpoints
     def _state(self) -> dict:
@@ -170,10 +181,12 @@ class Trainer:
     def train_step(self) -> dict:
         """One optimizer step on global batch ``self.step``; returns its metrics."""
         cfg = self.cfg
-        backend.manual_seed(step_seed(cfg.seed, self.step))
         lo, hi = 0, cfg.batch_size
         if self.comm is not None:
             lo, hi = self.comm.row_range(cfg.batch_size)
+        # A rank whose rows start at lo > 0 draws its dropout masks from a stream of its own;
+        # one stream for all would give every rank the same masks.
+        backend.manual_seed(step_seed(cfg.seed, self.step) if lo == 0 else step_seed(cfg.seed, self.step, lo))
         batch = self.train_data.batch(self.step, cfg.batch_size, rows=slice(lo, hi))
         local_count = count_targets(batch)
         count = self.comm.sum_int(local_count) if self.comm is not None else local_count
@@ -202,7 +215,7 @@ class Trainer:
         self.optimizer.step()
         self.optimizer.zero_grad()
         self.step += 1
-        tokens = int(batch["input_ids"].size) * (self.comm.size if self.comm is not None else 1)
+        tokens = cfg.batch_size * int(batch["input_ids"].shape[1])      # the whole global batch
         self.tokens_seen += tokens
         return {"step": self.step, "loss": mean_loss, "lr": lr, "grad_norm": grad_norm,
                 "tokens": tokens, "targets": count}
@@ -239,6 +252,8 @@ class Trainer:
         return dict(self.last_eval, step=self.step, tokens_seen=self.tokens_seen)
 
     def _save_if_rank0(self):
+        if self.comm is not None:             # a sharded optimizer state comes together on rank 0
+            self.comm.gather_optimizer_state(self.optimizer)
         if self.comm is None or self.comm.rank == 0:
             self.save()
         if self.comm is not None:

@@ -81,8 +81,13 @@ def run_generate(args) -> int:
     prompts = [tok.encode(p) for p in args.prompt]
     pad_id = _pad_id(tok)
     if model.config.family == "t5":
-        outs = generate.seq2seq_beam(model, [p + [tok.eos_id] for p in prompts], num_beams=args.beams,
-                                     max_new_tokens=args.max_new_tokens, eos_id=tok.eos_id, pad_id=pad_id)
+        inputs = [p + [tok.eos_id] for p in prompts]
+        if args.beams > 1:
+            outs = generate.seq2seq_beam(model, inputs, num_beams=args.beams, max_new_tokens=args.max_new_tokens,
+                                         eos_id=tok.eos_id, pad_id=pad_id)
+        else:
+            outs = generate.seq2seq_greedy(model, inputs, max_new_tokens=args.max_new_tokens,
+                                           eos_id=tok.eos_id, pad_id=pad_id)
         for p, o in zip(args.prompt, outs):
             print(f"{p!r} -> {tok.decode([i for i in o if i != tok.eos_id])!r}")
         return 0

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -13,6 +14,8 @@ EXAMPLES = """examples:
   minitransformer pretrain --objective span --data docs/    # tiny T5, span corruption, your .txt files
   minitransformer pretrain --out runs/a --steps 400         # ... later, continue the same run:
   minitransformer pretrain --out runs/a --steps 800 --resume
+  mpiexec -n 2 minitransformer pretrain --out runs/b   # data-parallel over 2 processes (same global batch)
+  mpiexec -n 4 minitransformer pretrain --zero1        # ... with the optimizer state sharded over 4
 """
 
 
@@ -41,6 +44,11 @@ def register(sub) -> None:
     p.add_argument("--out", help="run folder (default: runs/<preset>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out up to --steps")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--zero1", action="store_true",
+                   help="under mpiexec: shard the optimizer state over the ranks (ZeRO stage 1)")
+    p.add_argument("--dist-timeout", type=float, default=600.0, metavar="SECONDS",
+                   help="under mpiexec: how long a rank waits for the others at a collective before "
+                        "the job stops, naming the missing rank (default 600)")
     p.set_defaults(func=run)
 
 
@@ -49,7 +57,7 @@ DEFAULT_LR = {"clm": 3e-3, "mlm": 1e-3, "span": 3e-3}
 
 
 def run(args) -> int:
-    from minitransformer import backend, recipes
+    from minitransformer import backend, dist, recipes
     from minitransformer.train import NonFiniteLoss, TrainConfig
 
     if args.device != "cpu":
@@ -57,6 +65,19 @@ def run(args) -> int:
             backend.module_for_device(args.device)
         except (RuntimeError, ValueError) as e:
             raise CLIError(str(e)) from None
+    if not args.dist_timeout > 0:
+        raise CLIError(f"--dist-timeout must be a positive number of seconds, got {args.dist_timeout:g}")
+    # Under mpiexec: one process per rank, each on its rows of every batch; only rank 0
+    # prints, draws the progress bar and writes files. Otherwise comm is None: one process.
+    comm = dist.init(timeout=args.dist_timeout, zero1=args.zero1, device=args.device)
+    if not comm.distributed:
+        comm = None
+    elif args.batch_size < comm.size:
+        raise CLIError(f"--batch-size {args.batch_size} is the global batch and cannot be split over "
+                       f"{comm.size} ranks; use --batch-size {comm.size} or more")
+    rank0 = comm is None or comm.rank == 0
+    say = print if rank0 else (lambda *a, **k: None)
+
     if args.data:
         for path in args.data:
             if not Path(path).exists():
@@ -73,18 +94,35 @@ def run(args) -> int:
         lr=args.lr or DEFAULT_LR[args.objective], warmup=args.warmup, schedule=args.schedule,
         eval_every=args.eval_every, save_every=args.save_every, seed=args.seed, device=args.device)
     t0 = time.perf_counter()
-    print(f"preparing data and tokenizer ({args.vocab_size} tokens) ...", flush=True)
-    trainer = recipes.build_run(args.objective, args.data, preset, out, vocab_size=args.vocab_size,
-                                block_size=args.block_size, train_config=cfg)
+    say(f"preparing data and tokenizer ({args.vocab_size} tokens) ...", flush=True)
+    trainer = None
+    if rank0:                               # rank 0 fills the tokenizer and token caches first
+        try:
+            trainer = recipes.build_run(args.objective, args.data, preset, out, vocab_size=args.vocab_size,
+                                        block_size=args.block_size, train_config=cfg)
+        finally:                            # the others learn whether it worked, and stop if not
+            if comm is not None:
+                comm.sum_int(int(trainer is None), "the end of data preparation", timeout=None)
+    elif comm.sum_int(0, "the end of data preparation", timeout=None):
+        return 2                            # rank 0 has printed why
+    if trainer is None:
+        trainer = recipes.build_run(args.objective, args.data, preset, out, vocab_size=args.vocab_size,
+                                    block_size=args.block_size, train_config=cfg)
+    if comm is not None:
+        trainer.distribute(comm)
     if args.resume:
         trainer.resume()
-        print(f"resuming {out} at step {trainer.step} of {cfg.steps}", flush=True)
+        say(f"resuming {out} at step {trainer.step} of {cfg.steps}", flush=True)
     model = trainer.model
-    print(f"{preset}: {model.num_parameters():,} parameters; {cfg.steps} steps of {cfg.batch_size} x "
-          f"{args.block_size} tokens; saving to {out}", flush=True)
+    say(f"{preset}: {model.num_parameters():,} parameters; {cfg.steps} steps of {cfg.batch_size} x "
+        f"{args.block_size} tokens; saving to {out}", flush=True)
+    if comm is not None:
+        say(f"data-parallel over {comm.size} ranks ({cfg.batch_size // comm.size}"
+            f"{'+' if cfg.batch_size % comm.size else ''} sequences each)"
+            f"{', ZeRO-1 optimizer sharding' if args.zero1 else ''}", flush=True)
 
     bar = None
-    if not args.no_progress:
+    if not args.no_progress and rank0:
         from tqdm import tqdm
 
         bar = tqdm(total=cfg.steps, initial=trainer.step, unit="step", dynamic_ncols=True)
@@ -101,15 +139,24 @@ def run(args) -> int:
         result = trainer.fit(progress)
     except NonFiniteLoss as e:
         raise CLIError(str(e)) from None
+    except dist.RankTimeout as e:
+        if bar is not None:
+            bar.close()
+        kept = (out / "latest").read_text().strip() if (out / "latest").is_file() else "none saved yet"
+        print(f"minitransformer pretrain: error: {e}; the last checkpoint is kept: {out}/latest -> {kept}",
+              file=sys.stderr, flush=True)
+        comm.abort(3)                       # the other ranks may be stuck in MPI: end them all
     except KeyboardInterrupt:
         if bar is not None:
             bar.close()
-        print(f"\ninterrupted: saved step {trainer.step} in {out}; continue with "
-              f"minitransformer pretrain --out {out} --steps {cfg.steps} --resume")
+        say(f"\ninterrupted: saved step {trainer.step} in {out}; continue with "
+            f"minitransformer pretrain --out {out} --steps {cfg.steps} --resume")
         return 130
     finally:
         if bar is not None:
             bar.close()
+    if not rank0:
+        return 0
     minutes = (time.perf_counter() - t0) / 60
     print(f"done in {minutes:.1f} min: step {result['step']}, validation loss {result.get('val_loss', float('nan')):.3f} "
           f"(perplexity {result.get('val_ppl', float('nan')):.1f})")
