@@ -1,7 +1,7 @@
-"""Throughput of data-parallel training (not a test; pytest does not collect it).
+"""Throughput of data-parallel training.
 
-    python -m tests.dist.bench                      # one process
-    mpiexec -n 2 python -m tests.dist.bench         # two ranks, the same global batch
+    python -m benchmarks.bench_dist                      # one process
+    mpiexec -n 2 python -m benchmarks.bench_dist         # two ranks, the same global batch
 
 Trains gpt-tiny shapes on a uniform random token stream (no tokenizer) and prints one
 JSON line from rank 0: global tokens/s over the timed steps (after warm-up steps that
