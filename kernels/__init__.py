@@ -16,6 +16,7 @@ kernel module lazily, so importing the package never compiles anything.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 
 from minitransformer import backend
@@ -24,6 +25,7 @@ MODES = ("auto", "reference", "numba")
 _mode = "auto"
 
 # name -> (module for the CPU, module for CUDA); each module defines a function of that name.
+# A module that does not exist (yet) means no kernel on that device: the reference runs.
 _TABLE = {
     "softmax_forward": ("softmax", "cuda_softmax"),
     "softmax_backward": ("softmax", "cuda_softmax"),
@@ -31,6 +33,14 @@ _TABLE = {
     "cross_entropy_backward": ("cross_entropy", "cuda_cross_entropy"),
     "attention_forward": ("attention", "cuda_attention"),
     "attention_backward": ("attention", "cuda_attention"),
+    "gelu_forward": ("gelu", "cuda_gelu"),
+    "gelu_backward": ("gelu", "cuda_gelu"),
+    "layer_norm_forward": ("layer_norm", "cuda_layer_norm"),
+    "layer_norm_backward": ("layer_norm", "cuda_layer_norm"),
+    "rms_norm_forward": ("layer_norm", "cuda_layer_norm"),
+    "rms_norm_backward": ("layer_norm", "cuda_layer_norm"),
+    "embedding_backward": ("embedding", "cuda_embedding"),
+    "adamw_update": ("adamw", "cuda_adamw"),
 }
 
 
@@ -57,6 +67,7 @@ def using(new_mode: str):
         use(old)
 
 
+@functools.lru_cache(maxsize=None)        # a failed import is not retried on every call
 def _module_for(name: str, device: str):
     cpu_mod, cuda_mod = _TABLE[name]
     mod_name = cpu_mod if device == "cpu" else cuda_mod

@@ -185,6 +185,9 @@ def run_parallel(kernel, n_units, *args, contiguous=False):
     such as the query tiles of causal attention; contiguous shares keep each thread on its
     own stretch of memory. The calling thread runs the first share itself.
     """
+    if n_units <= 1:          # no hand-off (and no lock in get_num_threads) for one unit
+        kernel(0, n_units, 1, *args)
+        return
     n_threads = max(1, min(get_num_threads(), n_units))
     if contiguous:
         bounds = [n_units * t // n_threads for t in range(n_threads + 1)]

@@ -2,10 +2,11 @@
 
 Each op here is one ``Function`` with a hand-written backward (or, for attention, a
 composition of simpler ops that reads like the paper). They are the textbook versions:
-``kernels/`` holds fast twins of softmax, cross-entropy and attention, and when
-``mt.kernels.use("auto")`` (the default) finds a kernel for the arrays' device, the op calls
-it instead of the array code below; ``mt.kernels.use("reference")`` forces this code. The
-tests compare the two, forward and backward.
+``kernels/`` holds fast twins of softmax, cross-entropy, attention, layer norm, RMS norm
+and the embedding gradient, and when ``mt.kernels.use("auto")`` (the default) finds a
+kernel for the arrays' device, the op calls it instead of the array code below;
+``mt.kernels.use("reference")`` forces this code. The tests compare the two, forward and
+backward.
 
 Shapes: B batch, H heads, T (Tq, Tk) sequence positions, D head size, C channels, V vocabulary.
 """
@@ -230,22 +231,38 @@ class LayerNorm(Function):
 
     With xhat the normalised input and r = 1/sqrt(var + eps):
     dx = r (gx - mean(gx) - xhat mean(gx xhat)),  gx = g w;  dw = sum(g xhat);  db = sum(g).
+    The fused kernel (kernels/layer_norm.py) keeps x and the row statistics instead of xhat.
     """
 
     @staticmethod
     def forward(ctx, x, weight, bias, eps=1e-5):
+        fwd = kernels.get("layer_norm_forward", x) if _kernel_dtypes(x, weight, bias) else None
+        if fwd:
+            y, mean, rstd = fwd(x, weight, bias, eps)
+            ctx.save(x=x, mean=mean, rstd=rstd, weight=weight, kernel=True)
+            return y
         xp = xp_of(x)
         mu = x.mean(axis=-1, keepdims=True)
         xc = x - mu
         rstd = 1.0 / xp.sqrt((xc * xc).mean(axis=-1, keepdims=True) + eps)
         xhat = xc * rstd
-        ctx.save(xhat=xhat, rstd=rstd, weight=weight)
+        ctx.save(xhat=xhat, rstd=rstd, weight=weight, kernel=False)
         y = xhat if weight is None else xhat * weight
         return y if bias is None else y + bias
 
     @staticmethod
     def backward(ctx, g):
-        xhat, rstd, w = ctx.xhat, ctx.rstd, ctx.weight
+        bwd = kernels.get("layer_norm_backward", g) if ctx.kernel else None
+        if bwd:
+            dx, gw, gb = bwd(ctx.x, ctx.weight, ctx.mean, ctx.rstd, g)
+            need_w, need_b = ctx.needs_input_grad[1:]
+            return dx, gw if need_w else None, gb if need_b else None
+        if ctx.kernel:                    # the kernel's forward kept x and the row statistics
+            rstd = ctx.rstd[..., None]
+            xhat = (ctx.x - ctx.mean[..., None]) * rstd
+        else:
+            xhat, rstd = ctx.xhat, ctx.rstd
+        w = ctx.weight
         c = xhat.shape[-1]
         rows = g.reshape(-1, c)
         gw = (rows * xhat.reshape(-1, c)).sum(axis=0) if ctx.needs_input_grad[1] else None
@@ -254,6 +271,12 @@ class LayerNorm(Function):
         dx = rstd * (gx - gx.mean(axis=-1, keepdims=True)
                      - xhat * (gx * xhat).mean(axis=-1, keepdims=True))
         return dx, gw, gb
+
+
+def _kernel_dtypes(x, *params) -> bool:
+    """The normalisation kernels take float32 or float64, with parameters of the same dtype."""
+    return x.dtype in (numpy.float32, numpy.float64) and all(
+        p is None or p.dtype == x.dtype for p in params)
 
 
 def _check_norm(name, x, weight):
@@ -274,20 +297,35 @@ class RMSNorm(Function):
     With r = 1/sqrt(mean(x^2) + eps) and xhat = x r:
     dx = r (gx - xhat mean(gx xhat)),  gx = g w;  dw = sum(g xhat).
     Half-precision inputs compute the mean square in float32, as T5 does.
+    The fused kernel (kernels/layer_norm.py) keeps x and r instead of xhat.
     """
 
     @staticmethod
     def forward(ctx, x, weight, eps=1e-6):
+        fwd = kernels.get("rms_norm_forward", x) if _kernel_dtypes(x, weight) else None
+        if fwd:
+            y, rstd = fwd(x, weight, eps)
+            ctx.save(x=x, rstd=rstd, weight=weight, kernel=True)
+            return y
         xp = xp_of(x)
         xf = x.astype("float32") if x.dtype.itemsize < 4 else x
         rstd = (1.0 / xp.sqrt((xf * xf).mean(axis=-1, keepdims=True) + eps)).astype(x.dtype, copy=False)
         xhat = x * rstd
-        ctx.save(xhat=xhat, rstd=rstd, weight=weight)
+        ctx.save(xhat=xhat, rstd=rstd, weight=weight, kernel=False)
         return xhat if weight is None else xhat * weight
 
     @staticmethod
     def backward(ctx, g):
-        xhat, rstd, w = ctx.xhat, ctx.rstd, ctx.weight
+        bwd = kernels.get("rms_norm_backward", g) if ctx.kernel else None
+        if bwd:
+            dx, gw = bwd(ctx.x, ctx.weight, ctx.rstd, g)
+            return dx, gw if ctx.needs_input_grad[1] else None
+        if ctx.kernel:                    # the kernel's forward kept x and r
+            rstd = ctx.rstd[..., None]
+            xhat = ctx.x * rstd
+        else:
+            xhat, rstd = ctx.xhat, ctx.rstd
+        w = ctx.weight
         c = xhat.shape[-1]
         gw = (g.reshape(-1, c) * xhat.reshape(-1, c)).sum(axis=0) if ctx.needs_input_grad[1] else None
         gx = g if w is None else g * w
@@ -335,6 +373,9 @@ class Embedding(Function):
 
     @staticmethod
     def backward(ctx, g):
+        scatter = kernels.get("embedding_backward", g)
+        if scatter:
+            return scatter(ctx.ids, g, ctx.shape[0]), None
         xp = xp_of(g)
         dw = xp.zeros(ctx.shape, dtype=g.dtype)
         backend.scatter_add(dw, ctx.ids.reshape(-1), g.reshape(-1, ctx.shape[1]))

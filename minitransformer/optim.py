@@ -13,7 +13,7 @@ import math
 
 import numpy
 
-from minitransformer import backend
+from minitransformer import backend, kernels
 from minitransformer.nn import Embedding, LayerNorm, RMSNorm
 
 
@@ -91,6 +91,8 @@ class AdamW(Optimizer):
 
     m <- b1 m + (1 - b1) g;   v <- b2 v + (1 - b2) g^2;
     p <- p - lr wd p - lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
+
+    On the CPU a fused kernel (kernels/adamw.py) does the same arithmetic in one pass.
     """
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
@@ -111,13 +113,17 @@ class AdamW(Optimizer):
             g = p.grad
             if g is None:
                 continue
-            xp = backend.xp(p.data)
             m, v = self.m[name], self.v[name]
+            wd = self._decay(name)
+            update = kernels.get("adamw_update", p.data)
+            if update and _fused_fits(p.data, g, m, v):
+                update(p.data, g, m, v, lr, b1, b2, self.eps, wd, bias1, bias2)
+                continue
+            xp = backend.xp(p.data)
             m *= b1
             m += (1.0 - b1) * g
             v *= b2
             v += (1.0 - b2) * (g * g)
-            wd = self._decay(name)
             if wd:
                 p.data *= 1.0 - lr * wd
             denom = xp.sqrt(v / bias2)
@@ -133,6 +139,12 @@ class AdamW(Optimizer):
 
     def load_state_dict(self, state: dict) -> None:
         self._load_slots(state, ("m", "v"))
+
+
+def _fused_fits(p, g, m, v) -> bool:
+    """The fused update takes arrays of one float dtype and shape, C-contiguous, as they are."""
+    return (p.dtype in (numpy.float32, numpy.float64) and g.dtype == p.dtype
+            and g.shape == p.shape and all(a.flags.c_contiguous for a in (p, g, m, v)))
 
 
 class SGD(Optimizer):

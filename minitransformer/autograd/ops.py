@@ -15,7 +15,7 @@ import math
 
 import numpy
 
-from minitransformer import backend
+from minitransformer import backend, kernels
 from minitransformer.autograd.function import Function, shape_of, unbroadcast
 from minitransformer.autograd.tensor import Tensor
 
@@ -312,38 +312,66 @@ class Gelu(Function):
     """Exact GELU (BERT): out = a * Phi(a), Phi(a) = (1 + erf(a / sqrt 2)) / 2.
 
     da = g * (Phi(a) + a * phi(a)), phi the standard normal density.
+    Where ``kernels.get`` finds a fused kernel (kernels/gelu.py) it computes both instead.
     """
 
     @staticmethod
     def forward(ctx, a):
-        cdf = 0.5 * (1.0 + backend.erf(a * _INV_SQRT_2))
-        ctx.save(a=a, cdf=cdf)
+        fwd = kernels.get("gelu_forward", a) if a.dtype.kind == "f" else None
+        if fwd:
+            out, saved = fwd(a, "none")
+            ctx.save(a=saved, kernel=True)
+            return out
+        cdf = _normal_cdf(a)
+        ctx.save(a=a, cdf=cdf, kernel=False)
         return a * cdf
 
     @staticmethod
     def backward(ctx, g):
+        bwd = kernels.get("gelu_backward", g) if ctx.kernel else None
+        if bwd:
+            return bwd(ctx.a, g, "none")
         a = ctx.a
+        cdf = _normal_cdf(a) if ctx.kernel else ctx.cdf      # a kernel's forward kept only a
         pdf = _INV_SQRT_2PI * xp_of(a).exp(-0.5 * a * a)
-        return g * (ctx.cdf + a * pdf)
+        return g * (cdf + a * pdf)
+
+
+def _normal_cdf(a):
+    return 0.5 * (1.0 + backend.erf(a * _INV_SQRT_2))
 
 
 class GeluTanh(Function):
     """Tanh GELU (GPT-2's gelu_new): out = a/2 (1 + tanh(u)), u = sqrt(2/pi)(a + 0.044715 a^3).
 
     da = g * [ (1 + t)/2 + a/2 (1 - t^2) sqrt(2/pi)(1 + 3 * 0.044715 a^2) ], t = tanh(u).
+    Where ``kernels.get`` finds a fused kernel (kernels/gelu.py) it computes both instead.
     """
 
     @staticmethod
     def forward(ctx, a):
-        t = xp_of(a).tanh(_SQRT_2_OVER_PI * (a + 0.044715 * a * a * a))
-        ctx.save(a=a, t=t)
+        fwd = kernels.get("gelu_forward", a) if a.dtype.kind == "f" else None
+        if fwd:
+            out, saved = fwd(a, "tanh")
+            ctx.save(a=saved, kernel=True)
+            return out
+        t = _tanh_u(a)
+        ctx.save(a=a, t=t, kernel=False)
         return 0.5 * a * (1.0 + t)
 
     @staticmethod
     def backward(ctx, g):
-        a, t = ctx.a, ctx.t
+        bwd = kernels.get("gelu_backward", g) if ctx.kernel else None
+        if bwd:
+            return bwd(ctx.a, g, "tanh")
+        a = ctx.a
+        t = _tanh_u(a) if ctx.kernel else ctx.t              # a kernel's forward kept only a
         du = _SQRT_2_OVER_PI * (1.0 + 3 * 0.044715 * a * a)
         return g * (0.5 * (1.0 + t) + 0.5 * a * (1.0 - t * t) * du)
+
+
+def _tanh_u(a):
+    return xp_of(a).tanh(_SQRT_2_OVER_PI * (a + 0.044715 * a * a * a))
 
 
 def gelu(x, approximate: str = "none"):

@@ -60,7 +60,8 @@ def test_gradcheck_catches_a_wrong_backward():
             mt.gradcheck(lambda a: WrongSquare.apply(a), (x,), fast_mode=fast)
 
 
-KERNEL_SPECS = [s for s in SPECS if s.name in ("softmax", "cross_entropy", "scaled_dot_product_attention")]
+KERNEL_SPECS = [s for s in SPECS if s.name in ("softmax", "cross_entropy", "scaled_dot_product_attention",
+                                                "gelu", "layer_norm", "rms_norm", "embedding")]
 
 
 @pytest.mark.parametrize("spec", KERNEL_SPECS, ids=[s.name for s in KERNEL_SPECS])
