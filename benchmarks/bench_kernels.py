@@ -15,14 +15,13 @@ of the input and one write of the output -- our kernel, the NumPy expression, an
 Every contender first has to produce the same numbers as the reference (relative error
 below 1e-4 in float32); then the runs are interleaved (A B C A B C ...) so that a slow
 moment of the machine hits all of them, and the medians and their ratios are reported.
-PyTorch gets as many threads as Numba.
+PyTorch gets as many threads as Numba. (The timing helpers are ``benchmarks.harness``'s;
+``python -m benchmarks`` runs these ops and more through autograd, on CPU or GPU.)
 """
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import numba
 import numpy as np
@@ -32,24 +31,15 @@ import minitransformer.functional as F
 from minitransformer import kernels
 from minitransformer.kernels import attention, softmax
 
+from benchmarks.harness import interleaved, median, rel_error
+
 
 def _interleaved(contenders: dict, repeat: int) -> dict:
     """Median seconds of each callable, timed in turn ``repeat`` times after one warm-up."""
-    for fn in contenders.values():
-        fn()
-    times = {name: [] for name in contenders}
-    for _ in range(repeat):
-        for name, fn in contenders.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    return {name: median(ts) for name, ts in interleaved(contenders, repeat, warmup=1).items()}
 
 
-def _rel(a, b) -> float:
-    a = np.asarray(a, np.float64)
-    b = np.asarray(b, np.float64)
-    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+_rel = rel_error
 
 
 def bench_attention(t: int, repeat: int, torch=None) -> dict:

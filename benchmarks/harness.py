@@ -1,0 +1,319 @@
+"""Timing that can be trusted on a busy machine: interleaved runs, medians, and the peaks.
+
+Every comparison here follows the same four rules.
+
+1. **Same numbers first.** A contender is timed only after it has produced the same result
+   as the reference (``rel_error``); a fast wrong answer is not a result.
+2. **Warm-up.** Each contender runs once (or more) untimed, so JIT compilation, CUDA
+   kernel loading, allocator growth and cold caches are not charged to the first sample.
+3. **Interleaving.** The contenders run in turn, A B C A B C ..., so that a slow moment of
+   a shared machine (another process, a frequency drop) hits all of them alike.
+4. **Medians.** Each contender's figure is the median of its samples, and a speed ratio is
+   the median of the per-round ratios, both robust to the odd outlier round.
+
+On a GPU the work is asynchronous: ``sync`` (CuPy's and PyTorch's device synchronize) runs
+after each call, inside the timed region, so a sample is the time until the GPU finished.
+
+The peaks of the machine are measured in the same run, the same way: float32 matrix
+multiplication (FLOP/s) and a large memory copy (bytes read + written per second), through
+NumPy and PyTorch on the CPU, through CuPy and PyTorch on a GPU. Model FLOP utilisation
+(MFU) divides a training step's model FLOP/s by the better of the two matmul peaks.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+import statistics
+import time
+
+import numpy as np
+
+import minitransformer as mt
+from minitransformer import backend
+
+
+# =======================================================================================
+# Timing
+# =======================================================================================
+
+def no_sync() -> None:
+    """The CPU computes synchronously: nothing to wait for."""
+
+
+def sync_for(device: str, torch=None):
+    """A function that waits until every queued GPU operation (CuPy and PyTorch) finished."""
+    if device == "cpu":
+        return no_sync
+    cp = backend.cupy_module()
+
+    def sync():
+        if cp is not None:
+            # the whole device, not one stream: Numba's CUDA kernels may run on another
+            cp.cuda.runtime.deviceSynchronize()
+        if torch is not None and torch.cuda.is_available():
+            torch.cuda.synchronize()
+    return sync
+
+
+def interleaved(contenders: dict, repeat: int, warmup: int = 1, sync=no_sync) -> dict:
+    """Seconds of each callable in ``contenders``, timed in turn ``repeat`` times.
+
+    Returns {name: [seconds of round 0, round 1, ...]}; every callable first runs
+    ``warmup`` times untimed. ``sync`` runs after each call, inside the timed region.
+    """
+    for _ in range(warmup):
+        for fn in contenders.values():
+            fn()
+            sync()
+    times = {name: [] for name in contenders}
+    for _ in range(repeat):
+        for name, fn in contenders.items():
+            sync()
+            start = time.perf_counter()
+            fn()
+            sync()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def median(samples) -> float:
+    return float(statistics.median(samples))
+
+
+def median_ratio(times: dict, numerator: str, denominator: str) -> float:
+    """Median over rounds of times[numerator][i] / times[denominator][i].
+
+    With times as inputs, ``median_ratio(t, "pytorch", "ours")`` is how many times faster
+    ours ran than PyTorch, measured round by round (so both saw the same machine).
+    """
+    return median([a / b for a, b in zip(times[numerator], times[denominator])])
+
+
+# =======================================================================================
+# Comparing results
+# =======================================================================================
+
+def to_numpy(a) -> np.ndarray:
+    """A NumPy float64 copy of a NumPy, CuPy or PyTorch array (or a Tensor of ours)."""
+    if isinstance(a, mt.Tensor):
+        a = a.data
+    elif hasattr(a, "detach"):                       # a PyTorch tensor
+        a = a.detach().cpu().numpy()
+    return np.asarray(backend.to_numpy(a), dtype=np.float64)
+
+
+def rel_error(a, b) -> float:
+    """||a - b|| / ||b|| over all elements (0 when both are zero)."""
+    a, b = to_numpy(a), to_numpy(b)
+    if a.shape != b.shape:
+        raise ValueError(f"rel_error: shapes {a.shape} and {b.shape} differ")
+    scale = float(np.linalg.norm(b))
+    diff = float(np.linalg.norm(a - b))
+    if scale == 0.0:
+        return 0.0 if diff == 0.0 else float("inf")
+    return diff / scale
+
+
+# =======================================================================================
+# The environment: threads, precision, what ran where
+# =======================================================================================
+
+def import_torch():
+    """PyTorch, or None when it is not installed (the ours-only rows still run)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def _openblas():
+    """(get threads, set threads, config string) functions of the OpenBLAS NumPy loaded, or None.
+
+    Found among the shared libraries mapped into this process (Linux); NumPy's wheels
+    ship OpenBLAS under a prefixed name, so both spellings are tried.
+    """
+    try:
+        with open("/proc/self/maps") as f:
+            paths = sorted({line.split()[-1] for line in f
+                            if "openblas" in line.lower() and line.split()[-1].startswith("/")})
+    except OSError:
+        return None
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix, suffix in (("openblas_", ""), ("scipy_openblas_", "64_"), ("openblas_", "64_")):
+            get, put = f"{prefix}get_num_threads{suffix}", f"{prefix}set_num_threads{suffix}"
+            config = f"{prefix}get_config{suffix}"
+            if hasattr(lib, get) and hasattr(lib, put):
+                if hasattr(lib, config):
+                    getattr(lib, config).restype = ctypes.c_char_p
+                return getattr(lib, get), getattr(lib, put), getattr(lib, config, None)
+    return None
+
+
+def blas_config() -> str | None:
+    """OpenBLAS's own description of itself (version, the CPU kernel it picked), if found."""
+    blas = _openblas()
+    if blas is None or blas[2] is None:
+        return None
+    return " ".join(blas[2]().decode().split())
+
+
+def set_threads(threads: int | None, torch=None) -> dict:
+    """Give Numba, NumPy's BLAS and PyTorch the same number of threads.
+
+    Default (None): Numba's default, one per core, for all three. Returns the counts in
+    effect ({"numba", "blas", "torch"}; "blas" is None where the BLAS could not be found).
+    """
+    import numba
+
+    if threads:
+        numba.set_num_threads(threads)
+    n = numba.get_num_threads()
+    blas = _openblas()
+    if blas is not None:
+        blas[1](n)
+    if torch is not None:
+        torch.set_num_threads(n)
+    return {"numba": n, "blas": None if blas is None else int(blas[0]()),
+            "torch": None if torch is None else torch.get_num_threads()}
+
+
+def precision_policy(device: str, torch=None) -> str:
+    """Make both sides compute in plain float32 and say so.
+
+    TensorFloat-32 (a 10-bit mantissa inside float32 matmuls on Ampere and later GPUs) is
+    turned off in PyTorch, and CuPy uses it only when the environment sets CUPY_TF32=1;
+    comparing a TF32 side with a float32 side would measure the precision, not the code.
+    """
+    if torch is not None:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        torch.set_float32_matmul_precision("highest")
+    if device == "cpu":
+        return "float32 on both sides (CPU: no reduced-precision matmul in either)"
+    if os.environ.get("CUPY_TF32", "0") != "0":
+        return ("TF32 on in CuPy (CUPY_TF32 is set) but off in PyTorch: NOT a fair comparison; "
+                "unset CUPY_TF32")
+    return "float32 on both sides; TF32 off in PyTorch and in CuPy (CUPY_TF32 unset)"
+
+
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages (runnable processes; above the core count the
+    machine is shared and every figure is slower than it would be alone)."""
+    return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+
+
+def environment(device: str, threads: dict, torch=None) -> dict:
+    """What a reader of the figures needs to know about the machine and the software."""
+    import numba
+
+    env = {
+        "device": device,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+        "torch": None if torch is None else torch.__version__,
+        "threads": threads,
+        "cpu_count": os.cpu_count(),
+        "cpu": platform.processor() or platform.machine(),
+        "load_average": load_average(),
+        "precision": precision_policy(device, torch),
+        "numpy_blas": blas_config(),
+    }
+    try:
+        import transformers
+
+        env["transformers"] = transformers.__version__
+    except ImportError:
+        env["transformers"] = None
+    if device == "cuda":
+        cp = backend.cupy_module()
+        env["cupy"] = cp.__version__
+        props = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)
+        env["gpu"] = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
+    return env
+
+
+def check_device(device: str, torch=None) -> None:
+    """Refuse, with what to do, a device this machine cannot run."""
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"--device must be 'cpu' or 'cuda', got {device!r}")
+    if device == "cuda":
+        if not backend.has_cuda():
+            raise RuntimeError("--device cuda needs CuPy and a CUDA GPU, and none was found; install the "
+                               "GPU extra (pip install -e \".[cuda]\") on a machine with an NVIDIA GPU, "
+                               "or run with --device cpu")
+        if torch is not None and not torch.cuda.is_available():
+            raise RuntimeError("--device cuda: CuPy sees a GPU but this PyTorch build has no CUDA "
+                               f"(torch {torch.__version__}); install a CUDA build of torch to compare")
+
+
+# =======================================================================================
+# The peaks of the machine
+# =======================================================================================
+
+PEAK_SIZES = {   # (matmul n, copy elements) per (device, mode)
+    ("cpu", "tiny"): (128, 1 << 16),
+    ("cpu", "quick"): (1024, 1 << 23),
+    ("cpu", "full"): (2048, 1 << 24),
+    ("cuda", "tiny"): (256, 1 << 20),
+    ("cuda", "quick"): (8192, 1 << 28),
+    ("cuda", "full"): (16384, 1 << 28),
+}
+
+
+def peaks(device: str, mode: str, repeat: int, torch=None) -> dict:
+    """float32 matmul FLOP/s (n x n by n x n) and memory copy bytes/s, each way available.
+
+    Returns {"matmul": {...}, "copy": {...}, "matmul_peak": {"source", "flop_per_s"}}; the
+    last is the better of the matmul figures, the denominator of every MFU in the run.
+    """
+    n, count = PEAK_SIZES[(device, mode)]
+    sync = sync_for(device, torch)
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((n, n)).astype(np.float32) for _ in range(2))
+    xp = np if device == "cpu" else backend.cupy_module()
+    ours_name = "numpy" if device == "cpu" else "cupy"
+
+    da, db = xp.asarray(a), xp.asarray(b)
+    dc = xp.empty((n, n), np.float32)
+    dsrc, ddst = xp.ones(count, np.float32), xp.empty(count, np.float32)
+    matmuls = {ours_name: lambda: xp.matmul(da, db, out=dc)}
+    copies = {ours_name: lambda: xp.copyto(ddst, dsrc)}
+    if torch is not None:
+        tdev = "cpu" if device == "cpu" else "cuda"
+        ta, tb = torch.from_numpy(a).to(tdev), torch.from_numpy(b).to(tdev)
+        tc = torch.empty((n, n), dtype=torch.float32, device=tdev)
+        tsrc = torch.ones(count, dtype=torch.float32, device=tdev)
+        tdst = torch.empty(count, dtype=torch.float32, device=tdev)
+        matmuls["pytorch"] = lambda: torch.mm(ta, tb, out=tc)
+        copies["pytorch"] = lambda: tdst.copy_(tsrc)
+
+    rows = min(n, 256)          # checking a band of rows in float64 is enough, and cheap
+    want = a[:rows].astype(np.float64) @ b.astype(np.float64)
+    errors = {}
+    for name, fn in matmuls.items():
+        fn()
+        sync()
+        errors[name] = rel_error((dc if name == ours_name else tc)[:rows], want)
+        if errors[name] > 1e-4:
+            raise RuntimeError(f"peaks: the {name} float32 matmul is off by {errors[name]:.2e} "
+                               "(relative); is TF32 or another reduced precision on?")
+
+    flop = 2.0 * n ** 3
+    moved = 2.0 * 4 * count                     # every byte read once and written once
+    mm_times = interleaved(matmuls, repeat, warmup=1, sync=sync)
+    cp_times = interleaved(copies, repeat, warmup=1, sync=sync)
+    matmul = {name: flop / median(ts) for name, ts in mm_times.items()}
+    best = max(matmul, key=matmul.get)
+    return {
+        "matmul": {"n": n, "flop": flop, "flop_per_s": matmul,
+                   "seconds": {k: median(v) for k, v in mm_times.items()}, "rel_error": errors},
+        "copy": {"bytes": moved, "bytes_per_s": {k: moved / median(v) for k, v in cp_times.items()}},
+        "matmul_peak": {"source": best, "flop_per_s": matmul[best]},
+    }
