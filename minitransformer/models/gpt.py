@@ -110,8 +110,12 @@ class GPT(Module):
         ids, labels = get_field(batch, "input_ids", "GPT"), get_field(batch, "labels", "GPT")
         h, _ = self.hidden_states(ids, batch.get("attention_mask"), batch.get("position_ids"))
         labels = as_ids(labels, "labels", self.device, shape=h.shape[:2])
-        logits = self.head(h[:, :-1])                              # the last position predicts nothing
-        return F.cross_entropy(logits, labels[:, 1:], reduction=reduction)
+        # The logits at t are scored against labels[t + 1]; the last position has no next
+        # token, so it gets the ignore index (cheaper than slicing h, which copies it).
+        xp = backend.xp(labels)
+        targets = xp.concatenate([labels[:, 1:], xp.full((labels.shape[0], 1), -100, dtype=labels.dtype)], axis=1)
+        loss = F.cross_entropy(self.head(h), targets, reduction=reduction)   # (B, T, V) vs (B, T)
+        return loss[:, :-1] if reduction == "none" else loss
 
     def count_targets(self, batch: dict) -> int:
         from minitransformer.models.losses import count_targets
