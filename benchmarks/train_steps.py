@@ -138,7 +138,7 @@ def model_flops(family: str, cfg, batch: dict) -> dict:
     if family == "gpt":
         c, f, layers, v = cfg.n_embd, cfg.d_ff, cfg.n_layer, cfg.vocab_size
         weights = 6 * layers * (4 * c * c + 2 * c * f) * b * t      # q, k, v, o; two FFN layers
-        weights += 6 * v * c * b * (t - 1)                          # the head: the last position predicts nothing
+        weights += 6 * v * c * b * t                                # the head runs on every position (the last one is ignored by the loss)
         attention = 12 * layers * b * t * t * c
     elif family == "bert":
         c, f, layers, v = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers, cfg.vocab_size
