@@ -79,7 +79,7 @@ def evaluate(model, objective, batches: int, batch_size: int, device: str = "cpu
     with no_grad():
         for i in range(batches):
             batch = to_device(objective.batch(i, batch_size), device)
-            n = count_targets(batch)
+            n = count_targets(batch, model)
             if n == 0:
                 continue
             if "token_type_ids" in batch:      # MLM: also report accuracy on the masked tokens
@@ -188,14 +188,14 @@ class Trainer:
         # one stream for all would give every rank the same masks.
         backend.manual_seed(step_seed(cfg.seed, self.step) if lo == 0 else step_seed(cfg.seed, self.step, lo))
         batch = self.train_data.batch(self.step, cfg.batch_size, rows=slice(lo, hi))
-        local_count = count_targets(batch)
+        local_count = count_targets(batch, self.model)
         count = self.comm.sum_int(local_count) if self.comm is not None else local_count
         micro = cfg.micro_batch_size or (hi - lo)
         loss_sum = 0.0
         self.model.train()
         for start in range(0, hi - lo, micro):
             part = to_device(_rows(batch, start, start + micro), cfg.device)
-            if count_targets(part) == 0:
+            if count_targets(part, self.model) == 0:
                 continue
             loss = self.model.loss(part, reduction="sum")
             loss_sum += float(loss.item())

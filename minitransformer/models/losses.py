@@ -17,11 +17,15 @@ FAMILIES = ("gpt", "bert", "t5")
 
 def _family_of(batch, family) -> str:
     if family is None:
-        # T5 batches carry decoder inputs and BERT batches token types; a batch with
-        # neither is a causal-LM batch. Pass family= when a batch does not say.
+        # T5 batches carry decoder inputs and BERT batches token types (and a sentence
+        # classifier's labels are one per row); a batch with none of these is read as a
+        # causal-LM batch. Pass family= (or the model) when a batch does not say.
         if "decoder_input_ids" in batch:
             return "t5"
-        return "bert" if "token_type_ids" in batch else "gpt"
+        labels = batch["labels"]
+        if "token_type_ids" in batch or getattr(labels, "ndim", 2) == 1:
+            return "bert"
+        return "gpt"
     if not isinstance(family, str):
         family = getattr(family, "family", None) or getattr(getattr(family, "config", None), "family", None)
     if family not in FAMILIES:

@@ -116,6 +116,8 @@ def test_count_targets_family_inference_and_errors():
     assert count_targets({"labels": labels}, "bert") == 4
     assert count_targets({"labels": labels}, GPT_CFG) == 3
     assert count_targets({"labels": labels, "decoder_input_ids": labels}) == 4
+    # one label per row (a sentence classifier's batch) is never read as a causal-LM batch
+    assert count_targets({"labels": np.array([1, -100, 0])}) == 2
     with pytest.raises(ValueError, match="family"):
         count_targets({"labels": labels}, "llama")
     with pytest.raises(KeyError, match="labels"):
