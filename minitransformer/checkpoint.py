@@ -34,6 +34,7 @@ import numpy
 from minitransformer import backend
 
 STATE_FILE = "trainer_state.json"
+FINETUNE_FILE = "finetune.json"    # marks a fine-tuned model folder (see minitransformer.finetune)
 FORMAT_VERSION = 1
 
 
@@ -201,6 +202,13 @@ def load_model(path, device: str = "cpu"):
     if not config_path.is_file():
         raise FileNotFoundError(f"{ckpt} has no config.json; is it a minitransformer checkpoint?")
     raw = json.loads(config_path.read_text())
+    task = json.loads((ckpt / FINETUNE_FILE).read_text()).get("task") if (ckpt / FINETUNE_FILE).is_file() else None
+    if task not in (None, "seq2seq"):
+        # A classifier's weights are a body plus a task head, not a pre-training model;
+        # T5 fine-tunes with its own head, so a seq2seq folder loads as a plain T5.
+        raise CheckpointError(f"{ckpt} holds a model fine-tuned for {task!r}, not a pre-trained one; load it "
+                              "with minitransformer.finetune.load_finetuned, or score it with "
+                              f"'minitransformer evaluate --model {ckpt}'")
     if "family" not in raw:           # a transformers-format folder
         from minitransformer import hf
 

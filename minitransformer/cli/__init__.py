@@ -14,8 +14,7 @@ import argparse
 import importlib
 import sys
 
-# Subcommand modules, in the order ``--help`` lists them. A module that fails to import
-# because an optional dependency is missing is skipped; any other import error is a bug.
+# Subcommand modules, in the order ``--help`` lists them; each exposes ``register``.
 SUBCOMMANDS = (
     "pretrain",
     "generate",      # also fill-mask and fill-spans
@@ -44,13 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMANDS:
-        try:
-            module = importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as e:
-            if e.name and e.name.startswith(f"{__name__}."):
-                continue  # that subcommand is not built yet
-            raise
-        module.register(sub)
+        importlib.import_module(f"{__name__}.{name}").register(sub)
     return parser
 
 

@@ -99,7 +99,7 @@ def test_cuda_without_cupy(tmp_path):
 
 
 @pytest.mark.parametrize("command", ["pretrain", "generate", "fill-mask", "fill-spans", "tokenizer train",
-                                     "info", "curate", "plot"])
+                                     "info", "curate", "scale", "finetune", "evaluate", "plot"])
 def test_every_subcommand_has_help_with_examples(command, capsys):
     with pytest.raises(SystemExit) as exc:
         main([*command.split(), "--help"])

@@ -1,0 +1,201 @@
+"""One fine-tuning run from start to report, and fine-tuned models on disk.
+
+``finetune(task, model_dir, train, evaluation, config)``:
+
+1. load the pre-trained checkpoint and its tokenizer; check that its family suits the task
+   (classify and tag need an encoder, BERT; seq2seq an encoder-decoder, T5);
+2. read the label set from the training examples and refuse evaluation labels outside it;
+3. put the task's head on the pre-trained body (or, with ``from_scratch``, build the same
+   architecture with random weights: the control that shows what pre-training bought);
+4. train (``loop.fit``), predict the evaluation examples, score them and the baselines;
+5. return the report (and, with ``out_dir``, save the model, tokenizer and report).
+
+A fine-tuned folder holds ``model.safetensors``, ``config.json`` (the body's config),
+``tokenizer.json``, ``finetune.json`` (task, labels, lengths) and ``report.json``;
+``load_finetuned`` rebuilds the model and its task from it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+
+from minitransformer import backend, checkpoint
+from minitransformer.finetune import tasks as tasks_module
+from minitransformer.finetune.classify import Classification
+from minitransformer.finetune.loop import ExampleBatches, FinetuneConfig, fit
+from minitransformer.finetune.seq2seq import Seq2Seq
+from minitransformer.finetune.tag import Tagging
+
+FAMILY_OF_TASK = {"classify": "bert", "tag": "bert", "seq2seq": "t5"}
+OBJECTIVE_OF_FAMILY = {"bert": "mlm", "t5": "span", "gpt": "clm"}
+INFO_FILE = checkpoint.FINETUNE_FILE
+REPORT_FILE = "report.json"
+
+
+def load_base(model_dir, task: str, device: str = "cpu"):
+    """(pre-trained model, tokenizer) from a checkpoint or run folder, checked for ``task``."""
+    tasks_module.check_task(task)
+    if is_finetuned(model_dir):
+        raise ValueError(f"{model_dir} is already a fine-tuned model; fine-tune from the pre-trained "
+                         "checkpoint it came from, or score it with 'minitransformer evaluate'")
+    model = checkpoint.load_model(model_dir, device=device)
+    family, want = model.config.family, FAMILY_OF_TASK[task]
+    if family != want:
+        raise ValueError(f"task {task!r} fine-tunes a {want.upper()} model, but {model_dir} holds a "
+                         f"{family.upper()} model; pre-train one with 'minitransformer pretrain "
+                         f"--objective {OBJECTIVE_OF_FAMILY[want]}' (zero-shot use of a GPT model is "
+                         "'minitransformer evaluate')")
+    tokenizer = checkpoint.load_tokenizer(model_dir)
+    if tokenizer is None:
+        raise FileNotFoundError(f"{model_dir} has no tokenizer.json; fine-tuning needs the tokenizer "
+                                "the model was pre-trained with")
+    return model, tokenizer
+
+
+def make_handler(task: str, tokenizer, train: list[dict], config: FinetuneConfig, max_positions):
+    """The task object (encoding, head, prediction, scoring) for ``train``'s labels."""
+    length = config.max_length if max_positions is None else min(config.max_length, max_positions)
+    if task == "classify":
+        return Classification(tokenizer, tasks_module.label_set(train, task), length)
+    if task == "tag":
+        return Tagging(tokenizer, tasks_module.label_set(train, task), length)
+    handler = Seq2Seq(tokenizer, length, num_beams=config.num_beams)
+    handler.fit_lengths(train)
+    return handler
+
+
+def evaluate_handler(handler, model, examples: list[dict], train: list[dict] | None,
+                     batch_size: int = 64) -> dict:
+    """Predict and score ``examples``; with ``train``, also the baselines and the margin."""
+    t0 = time.perf_counter()
+    predictions = handler.predict(model, examples, batch_size)
+    report = {"metrics": handler.score(examples, predictions), "primary_metric": handler.primary,
+              "eval_examples": len(examples), "eval_seconds": round(time.perf_counter() - t0, 2)}
+    if train is not None:
+        baselines = handler.baselines(train, examples)
+        best = max(b[handler.primary] for b in baselines.values())
+        report["baselines"] = baselines
+        report["margin_over_best_baseline"] = report["metrics"][handler.primary] - best
+    report["samples"] = [dict(_sample_input(ex, handler.task), prediction=p)
+                         for ex, p in list(zip(examples, predictions))[:5]]
+    return report
+
+
+def _sample_input(example: dict, task: str) -> dict:
+    keep = {"classify": ("text", "label"), "tag": ("tokens", "tags"), "seq2seq": ("input", "target")}[task]
+    return {k: example[k] for k in keep if k in example}
+
+
+def finetune(task: str, model_dir, train: list[dict], evaluation: list[dict],
+             config: FinetuneConfig = FinetuneConfig(), out_dir=None, from_scratch: bool = False,
+             progress=None, data_description: str = "") -> dict:
+    """Fine-tune the checkpoint in ``model_dir`` on ``train``; return the report on ``evaluation``.
+
+    ``from_scratch``: same architecture and tokenizer, random weights (the control run).
+    """
+    t0 = time.perf_counter()
+    base, tokenizer = load_base(model_dir, task, config.device)
+    train = _checked(train, task, "the training data")
+    handler = make_handler(task, tokenizer, train, config, base.config.max_positions)
+    evaluation = _checked(evaluation, task, "the evaluation data", handler.labels)
+
+    backend.manual_seed(config.seed)                   # the new head's (or the whole model's) init
+    model = handler.build(base.config if from_scratch else base).to(config.device)
+    data = ExampleBatches([handler.encode(ex) for ex in train], handler.collate, config.seed)
+    truncated_train = handler.truncated
+    losses = fit(model, data, config, handler.family, progress)
+    handler.truncated = 0
+    report = {"task": task, "model": str(model_dir), "init": "random" if from_scratch else "pre-trained",
+              "family": handler.family, "data": data_description, "train_examples": len(train),
+              **({"labels": handler.labels} if handler.labels is not None else {}),
+              "config": dataclasses.asdict(config),
+              "train_loss_first": _mean(losses[:10]), "train_loss_last": _mean(losses[-10:])}
+    report.update(evaluate_handler(handler, model, evaluation, train, config.eval_batch_size))
+    report["truncated"] = {"train": truncated_train, "eval": handler.truncated}
+    report["seconds"] = round(time.perf_counter() - t0, 2)
+    if out_dir is not None:
+        save_finetuned(out_dir, model, tokenizer, handler, report)
+        report["saved_to"] = str(out_dir)
+    return report
+
+
+def _checked(examples, task: str, source: str, labels=None) -> list[dict]:
+    """The examples checked field by field (and, given ``labels``, label by label)."""
+    if not examples:
+        raise ValueError(f"{source} holds no examples")
+    checked = [tasks_module.check_example(ex, task, tasks_module.where(examples, i, source))
+               for i, ex in enumerate(examples)]
+    if isinstance(examples, tasks_module.Examples):
+        checked = tasks_module.Examples(checked, examples.source, examples.lines)
+    if labels is not None:
+        tasks_module.check_labels(checked, labels, task, source)
+    return checked
+
+
+def _mean(values) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else float("nan")
+
+
+# =======================================================================================
+# Fine-tuned models on disk
+# =======================================================================================
+
+def save_finetuned(out_dir, model, tokenizer, handler, report: dict | None = None) -> Path:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint.save_arrays(out / "model.safetensors", model.state_dict(), {"format": "pt"})
+    (out / "config.json").write_text(json.dumps(checkpoint.config_to_dict(model.config), indent=2))
+    tokenizer.save(out / "tokenizer.json")
+    info = {"task": handler.task, "head": type(model).__name__, **handler.info()}
+    (out / INFO_FILE).write_text(json.dumps(info, indent=2))
+    if report is not None:
+        write_report(report, out / REPORT_FILE)
+    return out
+
+
+def is_finetuned(path) -> bool:
+    return (Path(path) / INFO_FILE).is_file()
+
+
+def load_finetuned(path, device: str = "cpu", num_beams: int = 1):
+    """(task handler, model) from a folder written by ``save_finetuned``."""
+    path = Path(path)
+    if not is_finetuned(path):
+        raise FileNotFoundError(f"{path} has no {INFO_FILE}: not a fine-tuned model folder (write one "
+                                "with 'minitransformer finetune --out DIR')")
+    info = json.loads((path / INFO_FILE).read_text())
+    config = checkpoint.config_from_dict(json.loads((path / "config.json").read_text()))
+    from minitransformer.data import BPETokenizer
+
+    tokenizer = BPETokenizer.load(path / "tokenizer.json")
+    task = info["task"]
+    if task == "classify":
+        handler = Classification(tokenizer, info["labels"], info["max_length"])
+    elif task == "tag":
+        handler = Tagging(tokenizer, info["labels"], info["max_length"])
+    else:
+        handler = Seq2Seq(tokenizer, info["max_length"], info["max_target_length"], num_beams)
+    model = handler.build(config)
+    model.load_state_dict(checkpoint.load_arrays(path / "model.safetensors"))
+    return handler, model.to(device)
+
+
+def evaluate_finetuned(path, examples: list[dict], device: str = "cpu", batch_size: int = 64,
+                       num_beams: int = 1) -> dict:
+    """Score a fine-tuned model on ``examples`` (labels outside its label set are refused)."""
+    handler, model = load_finetuned(path, device, num_beams)
+    examples = _checked(examples, handler.task, "the evaluation data", handler.labels)
+    report = {"task": handler.task, "model": str(path)}
+    report.update(evaluate_handler(handler, model, examples, None, batch_size))
+    return report
+
+
+def write_report(report: dict, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
+    return path

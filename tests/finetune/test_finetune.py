@@ -1,0 +1,150 @@
+"""Each family at the job it suits: fine-tuned BERT classifies and tags, fine-tuned T5
+translates, GPT answers zero-shot; each fine-tuned task beats its baseline by 15 points."""
+import json
+
+import pytest
+
+from minitransformer.checkpoint import CheckpointError, load_model
+from minitransformer.cli import main
+from minitransformer.finetune import FinetuneConfig, builtin, evaluate_finetuned, finetune
+
+MARGIN = 0.15
+
+
+def _beats(report, baseline):
+    key = report["primary_metric"]
+    ours, base = report["metrics"][key], report["baselines"][baseline][key]
+    assert ours >= base + MARGIN, (key, ours, baseline, base, report["samples"])
+    return ours - base
+
+
+@pytest.mark.slow
+def test_bert_sentence_classification(tiny_checkpoints, tmp_path, capsys):
+    train, test = builtin("sentiment", "train", 2000), builtin("sentiment", "test", 200)
+    out = tmp_path / "sentiment"
+    report = finetune("classify", tiny_checkpoints["bert"], train, test,
+                      FinetuneConfig(steps=1000, lr=1e-3, max_length=64), out_dir=out)
+    _beats(report, "majority")
+    assert report["metrics"]["macro_f1"] >= report["baselines"]["majority"]["macro_f1"] + MARGIN
+    assert report["labels"] == ["negative", "positive"] and report["init"] == "pre-trained"
+    # the saved model predicts exactly what the trained one did
+    again = evaluate_finetuned(out, test)
+    assert again["metrics"]["accuracy"] == report["metrics"]["accuracy"]
+    assert json.loads((out / "report.json").read_text())["metrics"] == report["metrics"]
+    # ... and from the command line, where a label it never saw is refused with its line
+    assert main(["evaluate", "--model", str(out), "--task", "sentiment", "--n", "20"]) == 0
+    bad = _write(tmp_path / "eval.jsonl", [{"text": "Fine.", "label": "positive"}, {"text": "Meh.", "label": "mixed"}])
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(out), "--data", bad]) == 2
+    assert "eval.jsonl:2: label 'mixed' was not in the training data" in capsys.readouterr().err
+    assert main(["finetune", "--task", "classify", "--model", str(out), "--builtin", "sentiment"]) == 2
+    assert "is already a fine-tuned model" in capsys.readouterr().err
+    # a classifier is a body plus a head, not a pre-training model: refused, with where to go
+    with pytest.raises(CheckpointError, match="fine-tuned for 'classify'.*load_finetuned"):
+        load_model(out)
+    assert main(["generate", "--model", str(out), "--prompt", "The"]) == 2
+    assert "minitransformer evaluate --model" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_bert_token_classification(tiny_checkpoints):
+    train, test = builtin("entities", "train", 2000), builtin("entities", "test", 200)
+    report = finetune("tag", tiny_checkpoints["bert"], train, test,
+                      FinetuneConfig(steps=250, lr=1e-3, max_length=64))
+    _beats(report, "majority")
+    assert report["labels"] == ["O", "B-DATE", "I-DATE", "B-NUM", "I-NUM", "B-PER", "I-PER"]
+    assert set(report["metrics"]["per_type"]) == {"DATE", "NUM", "PER"}
+    # context, not a lexicon: better than tagging each word with its most frequent tag
+    assert report["metrics"]["entity_f1"] > report["baselines"]["word_majority"]["entity_f1"]
+
+
+@pytest.mark.slow
+def test_t5_seq2seq_from_the_command_line(tiny_checkpoints, tmp_path, capsys):
+    out = tmp_path / "numbers"
+    status = main(["finetune", "--builtin", "numbers", "--model", tiny_checkpoints["t5"], "--steps", "400",
+                   "--n-eval", "200", "--max-length", "64", "--out", str(out), "--no-progress"])
+    assert status == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["task"] == "seq2seq" and report["baselines"]["copy"]["exact_match"] == 0.0
+    _beats(report, "copy")
+    assert json.loads((out / "report.json").read_text())["metrics"] == report["metrics"]
+    # T5 keeps its pre-training head, so the folder is also a plain T5 checkpoint
+    assert type(load_model(out)).__name__ == "T5"
+    assert main(["evaluate", "--model", str(out), "--task", "numbers", "--n", "10"]) == 0
+    assert json.loads(capsys.readouterr().out)["eval_examples"] == 10
+
+
+@pytest.mark.slow
+def test_gpt_zero_shot_from_the_command_line(tiny_checkpoints, tmp_path, capsys):
+    path = tmp_path / "zs.json"
+    assert main(["evaluate", "--model", tiny_checkpoints["gpt"], "--task", "sentiment", "--n", "40",
+                 "--report", str(path)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report == json.loads(path.read_text())
+    assert report["verbalizers"] == {"positive": " good", "negative": " bad"}
+    assert sum(report["prediction_counts"].values()) == 40
+    assert 0.0 <= report["metrics"]["accuracy"] <= 1.0
+    assert report["baselines"]["majority"]["accuracy"] == 0.5
+    assert main(["evaluate", "--model", tiny_checkpoints["gpt"], "--task", "sentiment", "--n", "10",
+                 "--calibrate"]) == 0
+
+
+def _write(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def test_user_mistakes_give_one_line(tiny_checkpoints, tmp_path, capsys):
+    good = _write(tmp_path / "train.jsonl", [{"text": "good", "label": "pos"}, {"text": "bad", "label": "neg"}] * 5)
+    cases = [
+        (["finetune", "--task", "classify", "--model", tiny_checkpoints["gpt"], "--data", good],
+         "task 'classify' fine-tunes a BERT model, but"),
+        (["finetune", "--task", "seq2seq", "--model", tiny_checkpoints["bert"], "--builtin", "numbers"],
+         "holds a BERT model; pre-train one with 'minitransformer pretrain --objective span'"),
+        (["finetune", "--task", "classify", "--model", tiny_checkpoints["bert"],
+          "--data", _write(tmp_path / "bad.jsonl", [{"text": "good", "label": "pos"}, {"txt": "bad", "label": "neg"}])],
+         "bad.jsonl:2: missing field 'text'"),
+        (["finetune", "--task", "classify", "--model", tiny_checkpoints["bert"], "--data", good, "--eval",
+          _write(tmp_path / "eval.jsonl", [{"text": "fine", "label": "pos"}, {"text": "meh", "label": "neutral"}])],
+         "eval.jsonl:2: label 'neutral' was not in the training data"),
+        (["finetune", "--task", "tag", "--builtin", "sentiment", "--model", tiny_checkpoints["bert"]],
+         "built-in task 'sentiment' is a classify task, not tag"),
+        (["finetune", "--task", "classify", "--model", tiny_checkpoints["bert"]], "give training data"),
+        (["evaluate", "--model", tiny_checkpoints["bert"], "--task", "sentiment"],
+         "zero-shot evaluation needs a GPT model"),
+        (["evaluate", "--model", tiny_checkpoints["gpt"], "--task", "entities"], "needs a classification task"),
+        (["evaluate", "--model", tiny_checkpoints["gpt"], "--data", good, "--verbalizer", "pos"],
+         "--verbalizer expects LABEL=WORDS"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert message in err[-1], (argv, err)
+        assert "Traceback" not in "\n".join(err)
+
+
+def test_user_data_with_a_held_out_share(tiny_checkpoints, tmp_path, capsys):
+    assert main(["finetune", "--write-builtin", str(tmp_path), "--n-train", "60", "--n-eval", "10"]) == 0
+    capsys.readouterr()
+    assert main(["finetune", "--task", "tag", "--model", tiny_checkpoints["bert"], "--steps", "3",
+                 "--data", str(tmp_path / "entities.train.jsonl"), "--no-progress"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["train_examples"] + report["eval_examples"] == 60 and report["eval_examples"] >= 1
+    assert "held out by hash" in report["data"]
+
+
+def test_write_builtin(tmp_path, capsys):
+    assert main(["finetune", "--write-builtin", str(tmp_path), "--n-train", "20", "--n-eval", "10"]) == 0
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["corpus.jsonl", "entities.test.jsonl", "entities.train.jsonl", "numbers.test.jsonl",
+                     "numbers.train.jsonl", "sentiment.test.jsonl", "sentiment.train.jsonl"]
+    assert len((tmp_path / "sentiment.test.jsonl").read_text().splitlines()) == 10
+
+
+@pytest.mark.parametrize("command", ["finetune", "evaluate"])
+def test_help_has_examples(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "examples:" in out and f"minitransformer {command} --" in out
