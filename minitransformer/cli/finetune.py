@@ -19,7 +19,7 @@ examples:
   minitransformer pretrain --objective mlm --data data/corpus.jsonl --vocab-size 1024 --block-size 64 --out runs/bert
   minitransformer finetune --task classify --model runs/bert --builtin sentiment --out runs/sentiment
   minitransformer finetune --task tag --model runs/bert --data data/entities.train.jsonl --eval data/entities.test.jsonl
-  minitransformer finetune --task seq2seq --model runs/t5 --builtin numbers --steps 600 --lr 3e-3
+  minitransformer finetune --task seq2seq --model runs/t5 --builtin numbers --steps 1000 --num-beams 4
   minitransformer finetune --task classify --model runs/bert --builtin sentiment --from-scratch   # the control
 
 The report (metrics, baselines, samples) is printed as JSON and written to OUT/report.json
@@ -45,7 +45,7 @@ def register(sub) -> None:
     p.add_argument("--steps", type=int, default=None,
                    help="optimizer steps (default: 1000 for classify, 300 for tag, 600 for seq2seq)")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-3; 3e-3 for seq2seq)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: 3e-4 for classify, 1e-3 for tag, 3e-3 for seq2seq)")
     p.add_argument("--warmup", type=int, default=None, help="warmup steps (default: 10%% of --steps)")
     p.add_argument("--max-length", type=int, default=128, help="tokens per input; longer inputs are truncated")
     p.add_argument("--num-beams", type=int, default=1, help="seq2seq decoding beams (1 = greedy)")
@@ -59,10 +59,6 @@ def register(sub) -> None:
                    help="write the built-in tasks (train/test .jsonl) and a pre-training corpus to DIR, then stop")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
-
-
-DEFAULT_STEPS = {"classify": 1000, "tag": 300, "seq2seq": 600}
-DEFAULT_LR = {"classify": 1e-3, "tag": 1e-3, "seq2seq": 3e-3}
 
 
 def _examples(args, task: str):
@@ -112,9 +108,9 @@ def run(args) -> int:
         except (RuntimeError, ValueError) as e:
             raise CLIError(str(e)) from None
     train, evaluation, description = _examples(args, task)
-    config = FinetuneConfig(steps=args.steps or DEFAULT_STEPS[task], batch_size=args.batch_size,
-                            lr=args.lr or DEFAULT_LR[task], warmup=args.warmup, seed=args.seed,
-                            max_length=args.max_length, num_beams=args.num_beams, device=args.device)
+    config = FinetuneConfig.for_task(task, steps=args.steps, lr=args.lr, batch_size=args.batch_size,
+                                     warmup=args.warmup, seed=args.seed, max_length=args.max_length,
+                                     num_beams=args.num_beams, device=args.device)
     print(f"{task}: {len(train)} training and {len(evaluation)} evaluation examples; {config.steps} steps "
           f"from {'random weights' if args.from_scratch else args.model}", file=sys.stderr, flush=True)
 

@@ -23,7 +23,7 @@ corpus), ``metrics``, ``loop`` (the fine-tuning loop), ``classify``, ``tag``, ``
 
     from minitransformer.finetune import FinetuneConfig, builtin, finetune
     report = finetune("classify", "runs/bert", builtin("sentiment", "train", 2000),
-                      builtin("sentiment", "test", 300), FinetuneConfig(steps=1000))
+                      builtin("sentiment", "test", 300))     # the task's defaults; or a FinetuneConfig
     report["metrics"]["accuracy"], report["baselines"]["majority"]["accuracy"]
 
     minitransformer finetune --builtin sentiment --model runs/bert --out runs/sentiment
@@ -68,6 +68,13 @@ What the figures say:
   After the tests' 150 GPT steps it answers one label for everything (0.5).
 - Warmup matters: with a 20-step warmup a pre-trained BERT's classifier stayed at 50%
   (see ``loop``); all figures here warm up over 10% of the steps.
+- So does the rate, with the model: the command line's own ``bert-tiny`` (4 layers,
+  width 128; ``minitransformer pretrain --objective mlm --data corpus.jsonl``, 300 steps)
+  fine-tuned on sentiment for 1000 steps scores 0.500 at lr 1e-3 (its [CLS] vector
+  collapses to one point, see ``loop``) and 0.973 at 3e-4; the width-64 model above
+  scores 0.960 at 1e-3 and 0.880 at 3e-4. Tagging the same ``bert-tiny`` for 300 steps:
+  0.974 at 1e-3, 0.849 at 3e-4. Hence the defaults of ``FinetuneConfig.for_task``:
+  classify 3e-4 (the safe side), tag 1e-3, seq2seq 3e-3.
 
 The tests' smaller run (corpus of 3,000 documents; BERT 300 pre-training steps, GPT and
 T5 150; 2,000 labelled examples, 200 test; fine-tuning seeds 0 / 1 / 2): classify 1000

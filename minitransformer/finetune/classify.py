@@ -22,32 +22,43 @@ from minitransformer.finetune.loop import chunks, pad
 from minitransformer.models import BertForSequenceClassification
 
 
-class Classification:
-    task = "classify"
+class BertHeadTask:
+    """What the two BERT tasks share: a label set, an input length, a head on a BERT body.
+
+    ``head`` is the model class (a BERT body plus a linear layer over ``len(labels)``).
+    """
     family = "bert"
+    head = None
+
+    def __init__(self, tokenizer, labels: list[str], max_length: int):
+        if max_length < 4:
+            raise ValueError(f"max_length must be at least 4 tokens for [CLS] text [SEP], got {max_length}")
+        self.tokenizer, self.labels, self.max_length = tokenizer, list(labels), max_length
+        self.index = {label: i for i, label in enumerate(self.labels)}
+        self.truncated = 0                  # inputs cut to max_length so far
+
+    def info(self) -> dict:
+        return {"labels": self.labels, "max_length": self.max_length}
+
+    def build(self, base):
+        """The head on ``base``'s body (a pre-trained BERT), or all random (``base`` a config)."""
+        pretrained = hasattr(base, "config")
+        model = self.head(base.config if pretrained else base, len(self.labels))
+        if pretrained:
+            model.load_pretrained(base)
+        return model
+
+
+class Classification(BertHeadTask):
+    task = "classify"
     primary = "accuracy"
+    head = BertForSequenceClassification
 
     def __init__(self, tokenizer, labels: list[str], max_length: int):
         if len(labels) < 2:
             raise ValueError(f"classification needs at least 2 labels in the training data, found "
                              f"{labels}; add examples of the other labels")
-        if max_length < 4:
-            raise ValueError(f"max_length must be at least 4 tokens for [CLS] text [SEP], got {max_length}")
-        self.tokenizer, self.labels, self.max_length = tokenizer, list(labels), max_length
-        self.index = {label: i for i, label in enumerate(self.labels)}
-        self.truncated = 0
-
-    def info(self) -> dict:
-        return {"labels": self.labels, "max_length": self.max_length}
-
-    # ---------------------------------------------------------------- model
-    def build(self, base):
-        """A classifier with ``base``'s body (a pre-trained BERT), or random (``base`` a config)."""
-        cfg = base.config if hasattr(base, "config") else base
-        model = BertForSequenceClassification(cfg, len(self.labels))
-        if hasattr(base, "config"):
-            model.load_pretrained(base)
-        return model
+        super().__init__(tokenizer, labels, max_length)
 
     # ---------------------------------------------------------------- data
     def encode(self, example: dict) -> tuple:

@@ -15,6 +15,16 @@ for every input, and the classifier then never learns (measured: a tiny BERT stu
 the first 10% of 1000 steps). Hence BERT's recipe: warm up over 10% of the steps, then
 decay linearly to zero.
 
+The learning rate matters as much, and differs by task. A sentence classifier reads one
+vector, and the cheapest way to lower its loss while the label signal is still faint is to
+make that vector the same for every input (the loss then sits at ln 2 for two labels).
+Measured on the 4-layer, width-128 ``bert-tiny`` preset pre-trained for 300 steps: at lr
+1e-3 the spread of the [CLS] vector across inputs fell from 0.20 to 0.007 in 300 steps
+and accuracy stayed at 50% after 1000; at 3e-4 the same run reached 97.3%. The tagger,
+with a target at every word, learns at 1e-3 (entity F1 0.974 against 0.849 at 3e-4 after
+300 steps). ``FinetuneConfig.for_task`` holds these defaults; T5, whose head was
+pre-trained with its body, takes 3e-3 as in pre-training.
+
 Batch ``i`` is a pure function of (seed, i): position p = i * batch_size + r of the
 stream is example ``perm_e[p mod n]`` of epoch e = p // n, each epoch its own permutation.
 Dropout is re-seeded from (seed, step), as in pre-training, so a run is reproducible.
@@ -29,6 +39,12 @@ import numpy
 from minitransformer import backend, optim
 from minitransformer.models import count_targets
 from minitransformer.train import step_seed, to_device
+
+
+# Per-task defaults (see the module docstring for the measurements behind the rates).
+TASK_DEFAULTS = {"classify": {"steps": 1000, "lr": 3e-4},
+                 "tag": {"steps": 300, "lr": 1e-3},
+                 "seq2seq": {"steps": 600, "lr": 3e-3}}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +71,13 @@ class FinetuneConfig:
             raise ValueError(f"FinetuneConfig: lr must be positive, got {self.lr!r}")
         if self.warmup is not None and self.warmup < 0:
             raise ValueError(f"FinetuneConfig: warmup must be >= 0, got {self.warmup!r}")
+
+    @classmethod
+    def for_task(cls, task: str, **overrides) -> "FinetuneConfig":
+        """The defaults measured to work for ``task`` (steps and lr), with ``overrides``."""
+        if task not in TASK_DEFAULTS:
+            raise ValueError(f"unknown task {task!r}; choose one of: {', '.join(TASK_DEFAULTS)}")
+        return cls(**{**TASK_DEFAULTS[task], **{k: v for k, v in overrides.items() if v is not None}})
 
     @property
     def warmup_steps(self) -> int:

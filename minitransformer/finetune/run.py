@@ -90,13 +90,16 @@ def _sample_input(example: dict, task: str) -> dict:
 
 
 def finetune(task: str, model_dir, train: list[dict], evaluation: list[dict],
-             config: FinetuneConfig = FinetuneConfig(), out_dir=None, from_scratch: bool = False,
+             config: FinetuneConfig | None = None, out_dir=None, from_scratch: bool = False,
              progress=None, data_description: str = "") -> dict:
     """Fine-tune the checkpoint in ``model_dir`` on ``train``; return the report on ``evaluation``.
 
+    ``config``: None for the task's defaults (``FinetuneConfig.for_task``).
     ``from_scratch``: same architecture and tokenizer, random weights (the control run).
     """
     t0 = time.perf_counter()
+    tasks_module.check_task(task)
+    config = FinetuneConfig.for_task(task) if config is None else config
     base, tokenizer = load_base(model_dir, task, config.device)
     train = _checked(train, task, "the training data")
     handler = make_handler(task, tokenizer, train, config, base.config.max_positions)

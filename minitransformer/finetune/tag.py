@@ -26,6 +26,7 @@ from collections import Counter, defaultdict
 from minitransformer import backend
 from minitransformer.autograd import no_grad
 from minitransformer.finetune import metrics
+from minitransformer.finetune.classify import BertHeadTask
 from minitransformer.finetune.loop import chunks, pad
 from minitransformer.models import BertForTokenClassification
 
@@ -53,30 +54,16 @@ def align_words(tokenizer, words: list[str], max_length: int) -> tuple[list[int]
     return ids, first
 
 
-class Tagging:
+class Tagging(BertHeadTask):
     task = "tag"
-    family = "bert"
     primary = "entity_f1"
+    head = BertForTokenClassification
 
     def __init__(self, tokenizer, labels: list[str], max_length: int):
         if "O" not in labels or len(labels) < 3:
             raise ValueError(f"tagging needs 'O' and at least one entity type in the training data, "
                              f"found labels {labels}")
-        if max_length < 4:
-            raise ValueError(f"max_length must be at least 4 tokens, got {max_length}")
-        self.tokenizer, self.labels, self.max_length = tokenizer, list(labels), max_length
-        self.index = {label: i for i, label in enumerate(self.labels)}
-        self.truncated = 0
-
-    def info(self) -> dict:
-        return {"labels": self.labels, "max_length": self.max_length}
-
-    def build(self, base):
-        cfg = base.config if hasattr(base, "config") else base
-        model = BertForTokenClassification(cfg, len(self.labels))
-        if hasattr(base, "config"):
-            model.load_pretrained(base)
-        return model
+        super().__init__(tokenizer, labels, max_length)
 
     def encode(self, example: dict) -> tuple:
         """(ids, first-token index per word, labels per token)."""

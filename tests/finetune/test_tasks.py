@@ -166,3 +166,7 @@ def test_batches_are_a_pure_function_of_the_index():
     assert FinetuneConfig(steps=1000).warmup_steps == 100 and FinetuneConfig(warmup=0).warmup_steps == 0
     with pytest.raises(ValueError, match="steps must be a positive integer"):
         FinetuneConfig(steps=0)
+    assert FinetuneConfig.for_task("classify").lr == 3e-4 and FinetuneConfig.for_task("tag").steps == 300
+    assert FinetuneConfig.for_task("seq2seq", steps=7, lr=None).steps == 7       # None keeps the default
+    with pytest.raises(ValueError, match="unknown task 'ner'"):
+        FinetuneConfig.for_task("ner")
