@@ -43,9 +43,10 @@ def register(sub) -> None:
     p.add_argument("--n-train", type=int, default=2000, help="built-in training examples")
     p.add_argument("--n-eval", type=int, default=300, help="built-in evaluation examples")
     p.add_argument("--steps", type=int, default=None,
-                   help="optimizer steps (default: 1000 for classify, 300 for tag, 600 for seq2seq)")
+                   help="optimizer steps (default: 1000 for classify, 300 for tag, 1500 for seq2seq)")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: 3e-4 for classify, 1e-3 for tag, 3e-3 for seq2seq)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="peak learning rate (default: 3e-4 for classify, 1e-3 for tag and seq2seq)")
     p.add_argument("--warmup", type=int, default=None, help="warmup steps (default: 10%% of --steps)")
     p.add_argument("--max-length", type=int, default=128, help="tokens per input; longer inputs are truncated")
     p.add_argument("--num-beams", type=int, default=1, help="seq2seq decoding beams (1 = greedy)")

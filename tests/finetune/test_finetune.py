@@ -62,7 +62,7 @@ def test_bert_token_classification(tiny_checkpoints):
 def test_t5_seq2seq_from_the_command_line(tiny_checkpoints, tmp_path, capsys):
     out = tmp_path / "numbers"
     status = main(["finetune", "--builtin", "numbers", "--model", tiny_checkpoints["t5"], "--steps", "400",
-                   "--n-eval", "200", "--max-length", "64", "--out", str(out), "--no-progress"])
+                   "--lr", "3e-3", "--n-eval", "200", "--max-length", "64", "--out", str(out), "--no-progress"])
     assert status == 0
     report = json.loads(capsys.readouterr().out)
     assert report["task"] == "seq2seq" and report["baselines"]["copy"]["exact_match"] == 0.0
