@@ -65,7 +65,10 @@ What the figures say:
 - A tiny GPT learns to answer the prompt "... Overall, it was" with " good" or " bad"
   from the reviews that end that way in its corpus: well above chance, far below a
   fine-tuned BERT (0.987 on 300 test examples after 1000 steps on 2000 labelled ones).
-  After the tests' 150 GPT steps it answers one label for everything (0.5).
+  After the tests' 150 GPT steps it answers one label for everything (0.5), and so does
+  the model after 3,000 steps; the command line's ``gpt-tiny`` on the 3,000-document corpus
+  stays at chance too (0.497 after 1,000 steps, at its best validation loss, 1.44; 0.483
+  after 5,000, by when it has over-fitted that small corpus: validation loss 3.67).
 - Warmup matters: with a 20-step warmup a pre-trained BERT's classifier stayed at 50%
   (see ``loop``); all figures here warm up over 10% of the steps.
 - So does the rate, with the model: the command line's own ``bert-tiny`` (4 layers,
