@@ -139,6 +139,8 @@ def run(args) -> int:
         write_report(report, path)
     print(json.dumps(report, indent=2))
     print(summary(report) + (f"; report: {path}" if path else ""), file=sys.stderr)
+    for warning in report.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 

@@ -20,6 +20,7 @@ import dataclasses
 import json
 import math
 import time
+from collections import Counter
 from pathlib import Path
 
 from minitransformer import backend, checkpoint
@@ -118,11 +119,39 @@ def finetune(task: str, model_dir, train: list[dict], evaluation: list[dict],
               "train_loss_first": _mean(losses[:10]), "train_loss_last": _mean(losses[-10:])}
     report.update(evaluate_handler(handler, model, evaluation, train, config.eval_batch_size))
     report["truncated"] = {"train": truncated_train, "eval": handler.truncated}
+    warning = learned_nothing(report, train, task)
+    if warning:
+        report["warnings"] = [warning]
     report["seconds"] = round(time.perf_counter() - t0, 2)
     if out_dir is not None:
         save_finetuned(out_dir, model, tokenizer, handler, report)
         report["saved_to"] = str(out_dir)
     return report
+
+
+def prior_loss(train: list[dict], task: str) -> float | None:
+    """The loss of a model that ignores its input: the entropy of the training labels.
+
+    A classifier that always answers the label frequencies p has cross-entropy
+    H(p) = -sum_c p_c log p_c (per sentence, or per word for tags); a fine-tuning run
+    whose loss ends there has learned nothing from the inputs. None for seq2seq.
+    """
+    if task == "seq2seq":
+        return None
+    labels = [ex["label"] for ex in train] if task == "classify" else [t for ex in train for t in ex["tags"]]
+    counts = Counter(labels).values()
+    n = sum(counts)
+    return -sum(c / n * math.log(c / n) for c in counts)
+
+
+def learned_nothing(report: dict, train: list[dict], task: str) -> str | None:
+    """A warning if the run ended at the input-blind loss (see ``loop``: a collapsed run)."""
+    prior, last = prior_loss(train, task), report["train_loss_last"]
+    if prior is None or not math.isfinite(last) or last < 0.95 * prior:
+        return None
+    return (f"the training loss ended at {last:.3f}, no lower than always answering the label "
+            f"frequencies ({prior:.3f}): the model learned nothing from its inputs; try a lower "
+            f"learning rate (this run: {report['config']['lr']:g}) or more steps")
 
 
 def _checked(examples, task: str, source: str, labels=None) -> list[dict]:

@@ -27,6 +27,7 @@ def test_bert_sentence_classification(tiny_checkpoints, tmp_path, capsys):
     _beats(report, "majority")
     assert report["metrics"]["macro_f1"] >= report["baselines"]["majority"]["macro_f1"] + MARGIN
     assert report["labels"] == ["negative", "positive"] and report["init"] == "pre-trained"
+    assert "warnings" not in report
     # the saved model predicts exactly what the trained one did
     again = evaluate_finetuned(out, test)
     assert again["metrics"]["accuracy"] == report["metrics"]["accuracy"]
@@ -121,6 +122,18 @@ def test_user_mistakes_give_one_line(tiny_checkpoints, tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert message in err[-1], (argv, err)
         assert "Traceback" not in "\n".join(err)
+
+
+def test_a_run_that_learned_nothing_is_flagged(tiny_checkpoints, tmp_path, capsys):
+    # lr so small the weights barely move: the loss stays at ln 2, the input-blind loss
+    argv = ["finetune", "--model", tiny_checkpoints["bert"], "--builtin", "sentiment", "--n-train", "200",
+            "--n-eval", "20", "--steps", "10", "--lr", "1e-9", "--no-progress"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert report["train_loss_last"] == pytest.approx(0.693, abs=0.02)
+    assert "no lower than always answering the label frequencies (0.693)" in report["warnings"][0]
+    assert "warning: the training loss ended at" in captured.err
 
 
 def test_user_data_with_a_held_out_share(tiny_checkpoints, tmp_path, capsys):
