@@ -9,7 +9,7 @@ from pathlib import Path
 from minitransformer.cli import CLIError
 
 EXAMPLES = """examples:
-  minitransformer pretrain                                  # tiny GPT on the built-in corpus (~3 min)
+  minitransformer pretrain                                  # tiny GPT on the built-in corpus (~1.5 min on 2 cores)
   minitransformer pretrain --objective mlm --steps 300      # tiny BERT, masked LM
   minitransformer pretrain --objective span --data docs/    # tiny T5, span corruption, your .txt files
   minitransformer pretrain --out runs/a --steps 400         # ... later, continue the same run:
