@@ -361,15 +361,15 @@ def _backward(first, stop, step, q, qt_tiles, k, v, do, dot_tiles, lse, delta, t
 # Python-side wrappers: check and normalise the arguments, then call the kernels.
 # ---------------------------------------------------------------------------------------
 
-_NO_MASK = readonly(np.ones((1, 1, 1, 1), dtype=np.bool_))
-
-
-def _prepare_mask(mask, shape):
+def _prepare_mask(mask, shape, xp=np, finish=readonly):
     """A C-contiguous bool (b, h, q, k) mask, each axis 1 or full, without materialising
-    axes that were broadcast (zero strides)."""
+    axes that were broadcast (zero strides); and whether there is one.
+
+    ``xp`` and ``finish`` let the CUDA wrappers share this (CuPy and ``contiguous``).
+    """
     if mask is None:
-        return _NO_MASK, False
-    mask = np.asarray(mask)
+        return finish(xp.ones((1, 1, 1, 1), dtype=np.bool_)), False
+    mask = xp.asarray(mask)
     if mask.dtype != np.bool_:
         raise TypeError(f"attention: mask dtype {mask.dtype} must be bool (True = may attend); "
                         "convert it with mask.astype(bool)")
@@ -383,7 +383,7 @@ def _prepare_mask(mask, shape):
                              f"(B, H, Tq, Tk) = {shape} (axis {axis}); give 1 or {n} there")
     index = tuple(slice(0, 1) if st == 0 and n > 1 else slice(None)
                   for st, n in zip(mask.strides, mask.shape))
-    return readonly(mask[index]), True
+    return finish(mask[index]), True
 
 
 def _prepare_bias(bias, shape, dtype):

@@ -28,7 +28,7 @@ import numpy as np
 
 from minitransformer import backend
 
-from . import rng
+from . import attention, rng
 from .cuda_softmax import bind_cuda, float_type, launch_stream
 from .softmax import contiguous
 
@@ -339,23 +339,8 @@ def _dq_kernel(ft, dim, threads, tile):
 # ---------------------------------------------------------------------------------------
 
 def _prepare_mask(xp, mask, shape):
-    if mask is None:
-        return xp.ones((1, 1, 1, 1), dtype=bool), False
-    mask = xp.asarray(mask)
-    if mask.dtype != np.bool_:
-        raise TypeError(f"attention: mask dtype {mask.dtype} must be bool (True = may attend); "
-                        "convert it with mask.astype(bool)")
-    if mask.ndim > 4:
-        raise ValueError(f"attention: mask has {mask.ndim} dims, expected at most 4 "
-                         f"broadcastable to (B, H, Tq, Tk) = {shape}")
-    mask = mask.reshape((1,) * (4 - mask.ndim) + mask.shape)
-    for axis, (m, n) in enumerate(zip(mask.shape, shape)):
-        if m not in (1, n):
-            raise ValueError(f"attention: mask shape {mask.shape} does not broadcast to "
-                             f"(B, H, Tq, Tk) = {shape} (axis {axis}); give 1 or {n} there")
-    index = tuple(slice(0, 1) if st == 0 and n > 1 else slice(None)
-                  for st, n in zip(mask.strides, mask.shape))
-    return contiguous(mask[index], xp=xp), True
+    """The mask of ``attention._prepare_mask``, on ``xp``'s device."""
+    return attention._prepare_mask(mask, shape, xp=xp, finish=functools.partial(contiguous, xp=xp))
 
 
 def _prepare_bias(xp, bias, shape, ft):

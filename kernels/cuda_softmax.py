@@ -21,6 +21,7 @@ import numpy as np
 
 from minitransformer import backend
 
+from . import softmax
 from .softmax import contiguous
 
 THREADS = 128
@@ -149,22 +150,7 @@ def grid_for(n_rows):
 
 def row_mask(xp, mask, shape):
     """The (rows, index) pair of ``softmax.row_mask``, on ``xp``'s device."""
-    mask = xp.asarray(mask)
-    if mask.dtype != np.bool_:
-        raise TypeError(f"softmax: mask dtype {mask.dtype} must be bool (True = allowed); "
-                        "convert it with mask.astype(bool)")
-    try:
-        np.broadcast_shapes(mask.shape, shape)
-    except ValueError:
-        raise ValueError(f"softmax: mask shape {mask.shape} does not broadcast to the input "
-                         f"shape {tuple(shape)}; give a mask broadcastable to it") from None
-    if mask.ndim > len(shape):
-        mask = mask.reshape(mask.shape[mask.ndim - len(shape):])
-    mask = mask.reshape((1,) * (len(shape) - mask.ndim) + mask.shape)
-    rows = contiguous(mask.reshape(-1, mask.shape[-1]), xp=xp)
-    ids = xp.arange(rows.shape[0], dtype=xp.int64).reshape(mask.shape[:-1])
-    index = contiguous(xp.broadcast_to(ids, tuple(shape[:-1])).reshape(-1), xp=xp)
-    return rows, index
+    return softmax.row_mask(mask, shape, xp=xp, finish=functools.partial(contiguous, xp=xp))
 
 
 def softmax_forward(x, mask=None, *, threads=THREADS):

@@ -237,15 +237,18 @@ def compute_dtype(dtype):
     return np.dtype(dtype) if np.dtype(dtype) in (np.float32, np.float64) else np.dtype(np.float32)
 
 
-def row_mask(mask, shape):
+def row_mask(mask, shape, xp=np, finish=readonly):
     """A mask broadcastable to ``shape``, compacted for row-wise kernels.
 
     Returns ``(rows, index)``: ``rows`` is a C-contiguous (R, C) bool array with C = 1 or
     shape[-1], and ``index[r]`` is the row of ``rows`` that applies to row r of the input
     viewed as (N, shape[-1]). Broadcast axes are never materialised, so a (B, 1, 1, T) mask
     over (B, H, T, T) scores costs B*T bytes, not B*H*T*T.
+
+    ``xp`` and ``finish`` (how an array is handed to a kernel) let the CUDA wrappers
+    share this: they pass CuPy and ``contiguous``.
     """
-    mask = np.asarray(mask)
+    mask = xp.asarray(mask)
     if mask.dtype != np.bool_:
         raise TypeError(f"softmax: mask dtype {mask.dtype} must be bool (True = allowed); "
                         "convert it with mask.astype(bool)")
@@ -257,10 +260,9 @@ def row_mask(mask, shape):
     if mask.ndim > len(shape):
         mask = mask.reshape(mask.shape[mask.ndim - len(shape):])
     mask = mask.reshape((1,) * (len(shape) - mask.ndim) + mask.shape)
-    lead = mask.shape[:-1]
-    rows = readonly(mask.reshape(-1, mask.shape[-1]))
-    ids = np.arange(rows.shape[0], dtype=np.int64).reshape(lead)
-    index = readonly(np.broadcast_to(ids, tuple(shape[:-1])).reshape(-1))
+    rows = finish(mask.reshape(-1, mask.shape[-1]))                      # (R, C)
+    ids = xp.arange(rows.shape[0], dtype=xp.int64).reshape(mask.shape[:-1])
+    index = finish(xp.broadcast_to(ids, tuple(shape[:-1])).reshape(-1))  # (N,)
     return rows, index
 
 
