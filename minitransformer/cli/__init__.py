@@ -27,7 +27,7 @@ SUBCOMMANDS = (
     "plot",
 )
 
-USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
                PermissionError, KeyError, TypeError)
 
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
+import shutil
 import time
 from collections import Counter
 from pathlib import Path
@@ -101,6 +103,8 @@ def finetune(task: str, model_dir, train: list[dict], evaluation: list[dict],
     t0 = time.perf_counter()
     tasks_module.check_task(task)
     config = FinetuneConfig.for_task(task) if config is None else config
+    if out_dir is not None:
+        check_out_dir(out_dir)
     base, tokenizer = load_base(model_dir, task, config.device)
     train = _checked(train, task, "the training data")
     handler = make_handler(task, tokenizer, train, config, base.config.max_positions)
@@ -176,16 +180,48 @@ def _mean(values) -> float:
 # Fine-tuned models on disk
 # =======================================================================================
 
-def save_finetuned(out_dir, model, tokenizer, handler, report: dict | None = None) -> Path:
+def check_out_dir(out_dir) -> Path:
+    """``out_dir`` if a fine-tuned model may be saved there: new, empty, or a fine-tuned
+    folder (which is replaced). Checked before training, so a mistake costs no time."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    checkpoint.save_arrays(out / "model.safetensors", model.state_dict(), {"format": "pt"})
-    (out / "config.json").write_text(json.dumps(checkpoint.config_to_dict(model.config), indent=2))
-    tokenizer.save(out / "tokenizer.json")
-    info = {"task": handler.task, "head": type(model).__name__, **handler.info()}
-    (out / INFO_FILE).write_text(json.dumps(info, indent=2))
-    if report is not None:
-        write_report(report, out / REPORT_FILE)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out} is a file; give a folder for the fine-tuned model")
+    if out.is_dir() and any(out.iterdir()) and not is_finetuned(out):
+        raise FileExistsError(f"{out} exists and is not a fine-tuned model folder (it has no {INFO_FILE}); "
+                              "choose a new or empty folder, so that nothing in it is overwritten")
+    return out
+
+
+def save_finetuned(out_dir, model, tokenizer, handler, report: dict | None = None) -> Path:
+    """Write the fine-tuned model folder, all or nothing.
+
+    Everything is written and fsynced in a sibling ``.tmp`` folder first, which then takes
+    the place of ``out_dir``; a save that fails part-way leaves an earlier fine-tuned model
+    there untouched.
+    """
+    out = check_out_dir(out_dir)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        checkpoint.save_arrays(tmp / "model.safetensors", model.state_dict(), {"format": "pt"})
+        (tmp / "config.json").write_text(json.dumps(checkpoint.config_to_dict(model.config), indent=2))
+        tokenizer.save(tmp / "tokenizer.json")
+        info = {"task": handler.task, "head": type(model).__name__, **handler.info()}
+        (tmp / INFO_FILE).write_text(json.dumps(info, indent=2))
+        if report is not None:
+            write_report(report, tmp / REPORT_FILE)
+        for f in tmp.iterdir():
+            with open(f, "rb+") as handle:
+                os.fsync(handle.fileno())
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = out.with_name(out.name + ".old")
+    if out.exists():
+        os.rename(out, old)           # a crash before the next line leaves the old model in .old
+    os.rename(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)
     return out
 
 

@@ -1,6 +1,7 @@
 """Each family at the job it suits: fine-tuned BERT classifies and tags, fine-tuned T5
 translates, GPT answers zero-shot; each fine-tuned task beats its baseline by 15 points."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -161,3 +162,38 @@ def test_help_has_examples(command, capsys):
     assert exc.value.code == 0
     out = capsys.readouterr().out
     assert "examples:" in out and f"minitransformer {command} --" in out
+
+
+def test_a_fine_tuned_folder_is_written_all_or_nothing(tiny_checkpoints, tmp_path, capsys, monkeypatch):
+    from minitransformer.finetune import load_base, load_finetuned, save_finetuned
+    from minitransformer.finetune.classify import Classification
+
+    base, tokenizer = load_base(tiny_checkpoints["bert"], "classify")
+    handler = Classification(tokenizer, ["neg", "pos"], 32)
+    out = tmp_path / "clf"
+    save_finetuned(out, handler.build(base), tokenizer, handler, {"run": 1})
+    first = {f.name: f.read_bytes() for f in out.iterdir()}
+    # a second save that fails part-way (here: writing the tokenizer) leaves the first intact
+    other = Classification(tokenizer, ["a", "b", "c"], 32)
+
+    def broken(self, path):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(type(tokenizer), "save", broken)
+    with pytest.raises(OSError, match="disk full"):
+        save_finetuned(out, other.build(base), tokenizer, other, {"run": 2})
+    monkeypatch.undo()
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clf"]           # no half-written folder left
+    assert load_finetuned(out)[0].labels == ["neg", "pos"]
+    # a save that succeeds replaces it
+    save_finetuned(out, other.build(base), tokenizer, other, {"run": 2})
+    assert load_finetuned(out)[0].labels == ["a", "b", "c"]
+    # a folder that holds something else is refused before any training, and left as it was
+    argv = ["finetune", "--model", tiny_checkpoints["bert"], "--builtin", "sentiment", "--no-progress"]
+    before = sorted(p.name for p in Path(tiny_checkpoints["bert"]).iterdir())
+    capsys.readouterr()
+    assert main([*argv, "--out", tiny_checkpoints["bert"]]) == 2
+    err = capsys.readouterr().err
+    assert "exists and is not a fine-tuned model folder" in err and "Traceback" not in err
+    assert sorted(p.name for p in Path(tiny_checkpoints["bert"]).iterdir()) == before
