@@ -27,7 +27,8 @@ def test_fine_tuning_on_the_strict_device_matches_the_cpu(tiny_checkpoints, task
 
 
 def test_zero_shot_scores_on_the_strict_device_match_the_cpu(tiny_checkpoints):
-    model, tokenizer = checkpoint.load_model(tiny_checkpoints["gpt"]), checkpoint.load_tokenizer(tiny_checkpoints["gpt"])
+    model = checkpoint.load_model(tiny_checkpoints["gpt"])
+    tokenizer = checkpoint.load_tokenizer(tiny_checkpoints["gpt"])
     prompts = [PROMPTS["sentiment"]["template"].format(text=ex["text"]) for ex in builtin("sentiment", "test", 6)]
     words = list(PROMPTS["sentiment"]["verbalizers"].values())
     cpu = label_scores(model, tokenizer, prompts, words)
