@@ -41,6 +41,12 @@ def test_bert_sentence_classification(tiny_checkpoints, tmp_path, capsys):
     assert "eval.jsonl:2: label 'mixed' was not in the training data" in capsys.readouterr().err
     assert main(["finetune", "--task", "classify", "--model", str(out), "--builtin", "sentiment"]) == 2
     assert "is already a fine-tuned model" in capsys.readouterr().err
+    # info describes the folder: task, labels, score
+    assert main(["info", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert "fine-tuned for classify: BertForSequenceClassification" in shown
+    assert "labels: negative, positive" in shown and f"accuracy {report['metrics']['accuracy']:.3f}" in shown
+    assert "family: bert" in shown
     # a classifier is a body plus a head, not a pre-training model: refused, with where to go
     with pytest.raises(CheckpointError, match="fine-tuned for 'classify'.*load_finetuned"):
         load_model(out)
