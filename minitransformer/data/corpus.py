@@ -94,6 +94,22 @@ def _open_text(path: Path):
     return open(path, "r", encoding="utf-8", errors="replace")
 
 
+def json_lines(lines: Iterable[str], source, what: str, error=ValueError) -> Iterator[tuple[int, object]]:
+    """(line number, parsed value) for each non-blank line of a JSON-lines file.
+
+    A line that is not JSON raises ``error`` naming ``source``, the line and ``what`` the
+    file is (e.g. "a .jsonl corpus"); checking the values is the caller's job.
+    """
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            yield lineno, json.loads(line)
+        except json.JSONDecodeError as e:
+            raise error(f"{source}:{lineno}: not valid JSON ({e.msg}); each line of {what} must be "
+                        "one JSON object") from None
+
+
 def _documents_of(path: Path) -> Iterator[str]:
     if _suffix_kind(path) != "jsonl":
         with _open_text(path) as f:
@@ -102,14 +118,7 @@ def _documents_of(path: Path) -> Iterator[str]:
             yield text
         return
     with _open_text(path) as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg}); each line of a "
-                                 ".jsonl corpus must be one JSON object") from None
+        for lineno, record in json_lines(f, path, "a .jsonl corpus"):
             if not isinstance(record, dict) or "text" not in record:
                 keys = sorted(record)[:8] if isinstance(record, dict) else type(record).__name__
                 raise ValueError(f"{path}:{lineno}: no 'text' field (found {keys}); each line must "

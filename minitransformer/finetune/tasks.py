@@ -39,7 +39,7 @@ import random
 from collections import Counter
 from pathlib import Path
 
-from minitransformer.data.corpus import is_validation
+from minitransformer.data.corpus import is_validation, json_lines
 
 TASKS = ("classify", "tag", "seq2seq")
 
@@ -155,14 +155,7 @@ def read_jsonl(path, task: str) -> list[dict]:
                                 f"{task} example per line (fields {', '.join(FIELDS[task])})")
     examples, lines = [], []
     with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise TaskDataError(f"{path}:{lineno}: not valid JSON ({e.msg}); each line must be "
-                                    "one JSON object") from None
+        for lineno, record in json_lines(f, path, f"a {task} task file", TaskDataError):
             examples.append(check_example(record, task, f"{path}:{lineno}"))
             lines.append(lineno)
     if not examples:

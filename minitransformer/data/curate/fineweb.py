@@ -22,7 +22,7 @@ import dataclasses
 import regex
 
 from .knobs import knob
-from .quality import repeated
+from .quality import nonblank_lines, repeated
 
 _ENDS_SENTENCE = regex.compile(r"[\p{Sentence_Terminal}…][\"'”’»)\]]*$")
 
@@ -39,7 +39,7 @@ class FineWebConfig:
 
 def fineweb_quality(text: str, cfg: FineWebConfig = FineWebConfig()) -> str | None:
     """The first FineWeb rule ``text`` breaks, or None when it passes them all."""
-    lines = [line.strip() for line in text.split("\n") if line.strip()]
+    lines = nonblank_lines(text)
     if not lines:
         return "empty"
     n = len(lines)

@@ -60,6 +60,11 @@ _STOP_WORD = re.compile(r"\b(?:" + "|".join(STOP_WORDS) + r")\b", re.IGNORECASE)
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 
 
+def nonblank_lines(text: str) -> list[str]:
+    """The lines of ``text`` that hold something, stripped."""
+    return [line.strip() for line in text.split("\n") if line.strip()]
+
+
 @dataclasses.dataclass(frozen=True)
 class GopherQualityConfig:
     enabled: bool = knob(True, "run Gopher's quality rules")
@@ -94,7 +99,7 @@ def gopher_quality(text: str, cfg: GopherQualityConfig = GopherQualityConfig()) 
         return "hash_ratio"
     if sum(map(text.count, ELLIPSES)) / n > cfg.max_ellipsis_ratio:
         return "ellipsis_ratio"
-    lines = [line.strip() for line in text.split("\n") if line.strip()]
+    lines = nonblank_lines(text)
     if sum(line.startswith(BULLETS) for line in lines) / len(lines) > cfg.max_bullet_lines:
         return "bullet_lines"
     if sum(line.endswith(ELLIPSES) for line in lines) / len(lines) > cfg.max_ellipsis_lines:
@@ -157,7 +162,7 @@ def gopher_repetition(text: str, cfg: GopherRepetitionConfig = GopherRepetitionC
         return "dup_paragraphs"
     if chars / len(text) > cfg.max_dup_paragraph_chars:
         return "dup_paragraph_chars"
-    lines = [line.strip() for line in text.split("\n") if line.strip()]
+    lines = nonblank_lines(text)
     count, chars = repeated(lines)
     if count / max(len(lines), 1) > cfg.max_dup_lines:
         return "dup_lines"
