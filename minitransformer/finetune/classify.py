@@ -48,6 +48,17 @@ class BertHeadTask:
             model.load_pretrained(base)
         return model
 
+    def best_labels(self, model, examples: list[dict], batch_size: int):
+        """For each batch of ``examples``: (its encoded features, the index of the highest
+        logit, (B,) or (B, T), on the host). The model moves the inputs to its device."""
+        model.eval()
+        with no_grad():
+            for part in chunks([self.encode(ex) for ex in examples], batch_size):
+                b = self.collate(part)
+                logits = model(b["input_ids"], attention_mask=b["attention_mask"],
+                               token_type_ids=b["token_type_ids"])        # (B, labels) or (B, T, labels)
+                yield part, backend.to_numpy(logits.data.argmax(axis=-1))
+
 
 class Classification(BertHeadTask):
     task = "classify"
@@ -93,16 +104,7 @@ class Classification(BertHeadTask):
 
     # ---------------------------------------------------------------- predicting and scoring
     def predict(self, model, examples: list[dict], batch_size: int = 64) -> list[str]:
-        xp = backend.module_for_device(model.device)
-        out = []
-        model.eval()
-        with no_grad():
-            for part in chunks([self.encode(ex) for ex in examples], batch_size):
-                b = self.collate(part)
-                logits = model(xp.asarray(b["input_ids"]), attention_mask=xp.asarray(b["attention_mask"]),
-                               token_type_ids=xp.asarray(b["token_type_ids"]))       # (B, labels)
-                out += [self.labels[i] for i in backend.to_numpy(logits.data.argmax(axis=-1))]
-        return out
+        return [self.labels[i] for _, best in self.best_labels(model, examples, batch_size) for i in best]
 
     def score(self, examples: list[dict], predictions: list[str]) -> dict:
         return metrics.classification_report([ex["label"] for ex in examples], predictions)

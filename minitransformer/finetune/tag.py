@@ -23,11 +23,9 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
-from minitransformer import backend
-from minitransformer.autograd import no_grad
 from minitransformer.finetune import metrics
 from minitransformer.finetune.classify import BertHeadTask
-from minitransformer.finetune.loop import chunks, pad
+from minitransformer.finetune.loop import pad
 from minitransformer.models import BertForTokenClassification
 
 IGNORE = -100
@@ -85,16 +83,10 @@ class Tagging(BertHeadTask):
                 "labels": pad([f[2] for f in features], IGNORE, t)}               # (B, T)
 
     def predict(self, model, examples: list[dict], batch_size: int = 64) -> list[list[str]]:
-        xp = backend.module_for_device(model.device)
         out = []
-        model.eval()
-        with no_grad():
-            for part in chunks([self.encode(ex) for ex in examples], batch_size):
-                b = self.collate(part)
-                logits = model(xp.asarray(b["input_ids"]), attention_mask=xp.asarray(b["attention_mask"]))
-                best = backend.to_numpy(logits.data.argmax(axis=-1))              # (B, T)
-                for row, (_, first, _) in zip(best, part):
-                    out.append([self.labels[row[p]] if p >= 0 else "O" for p in first])
+        for part, best in self.best_labels(model, examples, batch_size):          # best: (B, T)
+            for row, (_, first, _) in zip(best, part):
+                out.append([self.labels[row[p]] if p >= 0 else "O" for p in first])
         return out
 
     def score(self, examples: list[dict], predictions: list[list[str]]) -> dict:
