@@ -35,6 +35,18 @@ class CLIError(Exception):
     """A user-facing error with a one-line message."""
 
 
+def check_device(device: str) -> None:
+    """Refuse, in one line, a device this machine cannot use (e.g. cuda without CuPy)."""
+    if device == "cpu":
+        return
+    from minitransformer import backend
+
+    try:
+        backend.module_for_device(device)
+    except (RuntimeError, ValueError) as e:
+        raise CLIError(str(e)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="minitransformer",

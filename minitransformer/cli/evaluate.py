@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from minitransformer.cli import CLIError
+from minitransformer.cli import CLIError, check_device
 
 EXAMPLES = """zero-shot (a GPT checkpoint; no training): each label gets a verbalizer, the words that
 would follow the prompt for it, and the label whose verbalizer is most likely wins.
@@ -65,6 +65,7 @@ def run(args) -> int:
 
     if not args.builtin and not args.data:
         raise CLIError("give examples: --task NAME (a built-in task) or --data FILE.jsonl")
+    check_device(args.device)
     if ft_run.is_finetuned(args.model):
         handler_task = json.loads((Path(args.model) / ft_run.INFO_FILE).read_text())["task"]
         if args.builtin:

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from minitransformer.cli import CLIError
+from minitransformer.cli import CLIError, check_device
 
 EXAMPLES = """tasks and data:
   classify  BERT, one label per text      {"text": "...", "label": "..."}  (+ optional "text_pair")
@@ -79,7 +79,6 @@ def _examples(args, task: str):
 
 
 def run(args) -> int:
-    from minitransformer import backend
     from minitransformer.finetune import FinetuneConfig, finetune, tasks
     from minitransformer.finetune.run import write_report
 
@@ -103,11 +102,7 @@ def run(args) -> int:
     if not args.data and not args.builtin:
         raise CLIError(f"give training data: --data FILE.jsonl, or --builtin "
                        f"{tasks.DEFAULT_BUILTIN[task]}")
-    if args.device != "cpu":
-        try:
-            backend.module_for_device(args.device)
-        except (RuntimeError, ValueError) as e:
-            raise CLIError(str(e)) from None
+    check_device(args.device)
     train, evaluation, description = _examples(args, task)
     config = FinetuneConfig.for_task(task, steps=args.steps, lr=args.lr, batch_size=args.batch_size,
                                      warmup=args.warmup, seed=args.seed, max_length=args.max_length,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from minitransformer.cli import CLIError
+from minitransformer.cli import CLIError, check_device
 
 GEN_EXAMPLES = """examples:
   minitransformer generate --model runs/gpt-tiny --prompt "Return the" --max-new-tokens 60
@@ -55,6 +55,7 @@ def register(sub) -> None:
 def load(args, family=None):
     from minitransformer import checkpoint
 
+    check_device(args.device)
     model = checkpoint.load_model(args.model, device=args.device)
     if family is not None and model.config.family != family:
         raise CLIError(f"{args.model} holds a {model.config.family} model; this command needs a {family} model")

@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from minitransformer.cli import CLIError
+from minitransformer.cli import CLIError, check_device
 
 EXAMPLES = """examples:
   minitransformer pretrain                                  # tiny GPT on the built-in corpus (~1.5 min on 2 cores)
@@ -57,14 +57,10 @@ DEFAULT_LR = {"clm": 3e-3, "mlm": 1e-3, "span": 3e-3}
 
 
 def run(args) -> int:
-    from minitransformer import backend, dist, recipes
+    from minitransformer import dist, recipes
     from minitransformer.train import NonFiniteLoss, TrainConfig
 
-    if args.device != "cpu":
-        try:
-            backend.module_for_device(args.device)
-        except (RuntimeError, ValueError) as e:
-            raise CLIError(str(e)) from None
+    check_device(args.device)
     if not args.dist_timeout > 0:
         raise CLIError(f"--dist-timeout must be a positive number of seconds, got {args.dist_timeout:g}")
     # Under mpiexec: one process per rank, each on its rows of every batch; only rank 0

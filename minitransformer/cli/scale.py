@@ -5,7 +5,7 @@ import argparse
 import time
 from pathlib import Path
 
-from minitransformer.cli import CLIError
+from minitransformer.cli import CLIError, check_device
 
 EXAMPLES = """examples:
   minitransformer scale --quick                     # 7 GPT widths, 2 layers, 500k tokens each
@@ -56,13 +56,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from minitransformer import backend, recipes, scaling
+    from minitransformer import recipes, scaling
 
-    if args.device != "cpu":
-        try:
-            backend.module_for_device(args.device)
-        except (RuntimeError, ValueError) as e:
-            raise CLIError(str(e)) from None
+    check_device(args.device)
     for path in args.data or ():
         if not Path(path).exists():
             raise CLIError(f"data path {path} does not exist; give .txt/.jsonl files or folders")

@@ -98,6 +98,18 @@ def test_cuda_without_cupy(tmp_path):
     assert_one_line_error(run_cli("pretrain", "--device", "cuda", "--out", str(tmp_path)), "CuPy", "cpu")
 
 
+@pytest.mark.parametrize("argv", [["generate", "--model", "m", "--prompt", "a"],
+                                  ["evaluate", "--model", "m", "--task", "sentiment"],
+                                  ["finetune", "--model", "m", "--builtin", "sentiment"],
+                                  ["scale", "--quick"]])
+def test_every_command_refuses_cuda_without_cupy_in_one_line(argv, capsys):
+    if mt.backend.has_cuda():
+        pytest.skip("this machine has a GPU")
+    assert main([*argv, "--device", "cuda"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "CuPy" in err[0], err
+
+
 @pytest.mark.parametrize("command", ["pretrain", "generate", "fill-mask", "fill-spans", "tokenizer train",
                                      "info", "curate", "scale", "finetune", "evaluate", "plot"])
 def test_every_subcommand_has_help_with_examples(command, capsys):
