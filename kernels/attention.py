@@ -128,7 +128,6 @@ def _forward(first, stop, step, q, k, v, tq, tk, n_heads, mask, has_mask, bias, 
     batch*head u // n_qb, and writes only its own rows of o and lse."""
     # q, o: (BH*Tq, D); k, v: (BH*Tk, D); lse: (BH*Tq,)
     dim = q.shape[1]
-    n_bh = q.shape[0] // tq
     n_qb = (tq + block_q - 1) // block_q
     dt = q.dtype.type
     sc = dt(scale)

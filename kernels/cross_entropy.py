@@ -65,7 +65,9 @@ def _cross_entropy_backward(first, stop, step, x, targets, lse, row_grad, ignore
         dr[t] -= g * (one - s)
 
 
-def _check(logits, targets, ignore_index, name):
+def check_targets(logits, targets, ignore_index, name, xp=np):
+    """Refuse logits that are not (N, V), targets that are not (N,), or a target outside
+    [0, V) that is not ``ignore_index``; ``xp``: the arrays' module (the CUDA wrappers share this)."""
     if logits.ndim != 2:
         raise ValueError(f"{name}: logits must be 2-D (N, V), got shape {logits.shape}; "
                          "reshape to (-1, V) first")
@@ -73,8 +75,8 @@ def _check(logits, targets, ignore_index, name):
         raise ValueError(f"{name}: targets shape {targets.shape} must be ({logits.shape[0]},), "
                          "one class index per row of logits")
     bad = (targets != ignore_index) & ((targets < 0) | (targets >= logits.shape[1]))
-    if bad.any():
-        t = int(targets[np.argmax(bad)])
+    if bool(bad.any()):
+        t = int(targets[int(xp.argmax(bad))])
         raise ValueError(f"{name}: target {t} is outside [0, {logits.shape[1]}) and is not "
                          f"ignore_index ({ignore_index}); fix the labels or the vocabulary size")
 
@@ -83,7 +85,7 @@ def cross_entropy_forward(logits, targets, ignore_index=-100, label_smoothing=0.
     """Per-row losses and log-sum-exps of (N, V) ``logits`` against (N,) int ``targets``."""
     logits = np.asarray(logits)
     targets = readonly(targets, np.int64)
-    _check(logits, targets, ignore_index, "cross_entropy")
+    check_targets(logits, targets, ignore_index, "cross_entropy")
     dtype = compute_dtype(logits.dtype)
     x = readonly(logits, dtype)
     losses = np.empty(x.shape[0], dtype)
@@ -98,7 +100,7 @@ def cross_entropy_backward(logits, targets, lse, row_grad, ignore_index=-100, la
     """d(sum_i row_grad_i * loss_i) / d logits, rebuilding softmax from ``lse``."""
     logits = np.asarray(logits)
     targets = readonly(targets, np.int64)
-    _check(logits, targets, ignore_index, "cross_entropy_backward")
+    check_targets(logits, targets, ignore_index, "cross_entropy_backward")
     dtype = compute_dtype(logits.dtype)
     x = readonly(logits, dtype)
     lse = readonly(lse, dtype)

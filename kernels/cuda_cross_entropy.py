@@ -12,6 +12,7 @@ import math
 
 from minitransformer import backend
 
+from .cross_entropy import check_targets
 from .softmax import contiguous
 from .cuda_softmax import THREADS, bind_cuda, block_reduce, float_type, grid_for, launch_stream
 
@@ -82,26 +83,12 @@ def _backward_kernel(ft, threads):
     return kernel
 
 
-def _check(xp, logits, targets, ignore_index, name):
-    if logits.ndim != 2:
-        raise ValueError(f"{name}: logits must be 2-D (N, V), got shape {logits.shape}; "
-                         "reshape to (-1, V) first")
-    if targets.shape != logits.shape[:1]:
-        raise ValueError(f"{name}: targets shape {targets.shape} must be ({logits.shape[0]},), "
-                         "one class index per row of logits")
-    bad = (targets != ignore_index) & ((targets < 0) | (targets >= logits.shape[1]))
-    if bool(bad.any()):
-        t = int(targets[int(xp.argmax(bad))])
-        raise ValueError(f"{name}: target {t} is outside [0, {logits.shape[1]}) and is not "
-                         f"ignore_index ({ignore_index}); fix the labels or the vocabulary size")
-
-
 def cross_entropy_forward(logits, targets, ignore_index=-100, label_smoothing=0.0, *,
                           threads=THREADS):
     """Per-row losses and log-sum-exps of (N, V) ``logits`` against (N,) int ``targets``."""
     xp = backend.xp(logits)
     targets = contiguous(targets, xp.int64, xp)
-    _check(xp, logits, targets, ignore_index, "cross_entropy")
+    check_targets(logits, targets, ignore_index, "cross_entropy", xp)
     ft = float_type(logits.dtype)
     x = contiguous(logits, ft, xp)
     losses = xp.empty(x.shape[0], ft)
@@ -118,7 +105,7 @@ def cross_entropy_backward(logits, targets, lse, row_grad, ignore_index=-100,
     """d(sum_i row_grad_i * loss_i) / d logits, rebuilding softmax from ``lse``."""
     xp = backend.xp(logits)
     targets = contiguous(targets, xp.int64, xp)
-    _check(xp, logits, targets, ignore_index, "cross_entropy_backward")
+    check_targets(logits, targets, ignore_index, "cross_entropy_backward", xp)
     ft = float_type(logits.dtype)
     x = contiguous(logits, ft, xp)
     lse = contiguous(lse, ft, xp)
