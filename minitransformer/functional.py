@@ -19,7 +19,6 @@ import numpy
 from minitransformer import backend, kernels
 from minitransformer.autograd.function import Function, unbroadcast
 from minitransformer.autograd.ops import as_array, gelu, matmul, relu, where  # noqa: F401 (re-exported)
-from minitransformer.autograd.tensor import Tensor
 from minitransformer.kernels import rng as _rng
 
 xp_of = backend.xp
