@@ -204,6 +204,8 @@ def _strip_accents(spec: dict):
 
 
 def _sequence_of(builders: dict, kind: str, key: str):
+    """The builder of a "Sequence" of ``kind``s (normalizers, pre-tokenizers or decoders):
+    its parts, listed under ``key``, applied in order."""
     def build(spec: dict):
         steps = [_build(builders, kind, part) for part in spec[key]]
 
@@ -394,16 +396,6 @@ def _metaspace(spec):
     return run
 
 
-def _pre_sequence(spec):
-    steps = [_build(PRE_TOKENIZERS, "pre_tokenizer", part) for part in spec["pretokenizers"]]
-
-    def run(pieces):
-        for step in steps:
-            pieces = step(pieces)
-        return pieces
-    return run
-
-
 PRE_TOKENIZERS = {
     "BertPreTokenizer": _bert_pre_tokenizer,
     "WhitespaceSplit": _whitespace_split,
@@ -412,8 +404,8 @@ PRE_TOKENIZERS = {
     "Punctuation": _punctuation,
     "Digits": _digits,
     "Split": _split,
-    "Sequence": _pre_sequence,
 }
+PRE_TOKENIZERS["Sequence"] = _sequence_of(PRE_TOKENIZERS, "pre_tokenizer", "pretokenizers")
 
 
 # =======================================================================================
@@ -470,24 +462,14 @@ def _strip_decoder(spec):
     return lambda tokens: [strip(t) for t in tokens]
 
 
-def _decoder_sequence(spec):
-    steps = [_build(DECODERS, "decoder", part) for part in spec["decoders"]]
-
-    def run(tokens):
-        for step in steps:
-            tokens = step(tokens)
-        return tokens
-    return run
-
-
 DECODERS = {
     "WordPiece": _wordpiece_decoder,
     "Metaspace": _metaspace_decoder,
     "Replace": _replace_decoder,
     "Strip": _strip_decoder,
     "Fuse": lambda spec: lambda tokens: ["".join(tokens)],
-    "Sequence": _decoder_sequence,
 }
+DECODERS["Sequence"] = _sequence_of(DECODERS, "decoder", "decoders")
 
 
 # =======================================================================================
