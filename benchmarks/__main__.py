@@ -7,7 +7,8 @@
 
 Parts (``--only`` takes one or a comma-separated list; the default is peaks,ops,train):
 
-- peaks: float32 matmul FLOP/s and memory copy GB/s of this machine, measured now;
+- peaks: float32 matmul FLOP/s (the best sustained rate at several sizes, before and after
+  the timed work, with its spread) and memory copy GB/s of this machine, measured now;
 - ops: softmax, layer_norm, rms_norm, cross_entropy, gelu, attention (forward + backward), as our
   reference, our kernel and PyTorch;
 - train: GPT, BERT and T5 training steps (AdamW) at the tiny preset and the mini shape,
@@ -18,6 +19,8 @@ Parts (``--only`` takes one or a comma-separated list; the default is peaks,ops,
 
 See benchmarks/README.md for the method. The figures are printed as markdown tables;
 ``--json`` writes everything measured (every sample), ``--png`` a chart (needs matplotlib).
+The exit status is 1 when a pair was REFUSED or an MFU came out above 100% (each named in
+a warning): figures that cannot be trusted never look like a success.
 """
 from __future__ import annotations
 
@@ -99,15 +102,25 @@ def parse_args(argv=None):
 
 
 def peaks_table(p: dict) -> str:
-    mm, cp = p["matmul"], p["copy"]
-    lines = ["| peak | " + " | ".join(mm["flop_per_s"]) + " |", "|---|" + "---:|" * len(mm["flop_per_s"])]
-    lines.append(f"| float32 matmul {mm['n']}x{mm['n']} (GFLOP/s) | "
-                 + " | ".join(f"{v / 1e9:.1f}" for v in mm["flop_per_s"].values()) + " |")
+    """The matmul peaks at each size (before the run, and after it once measured) and the copy."""
+    sources = list(p["matmul"]["before"]["sizes"][p["matmul"]["before"]["n"]])
+    lines = ["| peak (best of the repeats) | " + " | ".join(sources) + " |", "|---|" + "---:|" * len(sources)]
+    for when in ("before", "after"):
+        m = p["matmul"].get(when)
+        for n, by_source in (m["sizes"].items() if m else ()):
+            lines.append(f"| float32 matmul {n}x{n}, {when} the run (GFLOP/s) | "
+                         + " | ".join(f"{by_source[k] / 1e9:.1f}" for k in sources) + " |")
+    cp = p["copy"]
     lines.append(f"| memory copy {cp['bytes'] / 2 / 2**20:g} MiB (GB/s, read + write) | "
-                 + " | ".join(f"{v / 1e9:.1f}" for v in cp["bytes_per_s"].values()) + " |")
+                 + " | ".join(f"{cp['bytes_per_s'][k] / 1e9:.1f}" for k in sources) + " |")
     best = p["matmul_peak"]
-    lines += ["", f"MFU denominator: {best['flop_per_s'] / 1e9:.1f} GFLOP/s, the {best['source']} matmul "
-                  "(the better of the two)."]
+    lines += ["", f"MFU denominator: {best['flop_per_s'] / 1e9:.1f} GFLOP/s, the {best['source']} matmul at "
+                  f"{best['n']}^3 (the best sustained rate measured)."]
+    spread = p.get("matmul_spread")
+    if spread:
+        lines.append(f"Peak spread: best-per-size figures range {spread['min'] / 1e9:.1f}-{spread['max'] / 1e9:.1f} "
+                     f"GFLOP/s ({(spread['max'] - spread['min']) / spread['max']:.0%} of the peak); the best was "
+                     f"{spread['before'] / 1e9:.1f} before the run and {spread['after'] / 1e9:.1f} after.")
     return "\n".join(lines)
 
 
@@ -187,10 +200,8 @@ def main(argv=None) -> int:
     print(header(env, args.mode), flush=True)
     started = time.perf_counter()
 
-    peak = None
     if "peaks" in args.parts:
         result["peaks"] = harness.peaks(args.device, args.mode, reps["peaks"], torch)
-        peak = result["peaks"]["matmul_peak"]
         print("\n## Machine peaks\n\n" + peaks_table(result["peaks"]), flush=True)
     if "ops" in args.parts:
         result["ops"] = ops.run(args.device, args.mode, reps["ops"], reps["warmup"], torch)
@@ -200,12 +211,21 @@ def main(argv=None) -> int:
             print("\nno training comparison: PyTorch is not installed", flush=True)
         else:
             result["train"] = train_steps.run(args.device, args.shapes, reps["train"], reps["warmup"], torch,
-                                              args.families, peak["flop_per_s"] if peak else None)
-            print("\n## Training steps (AdamW)\n\n" + train_steps.table(result["train"], peak), flush=True)
+                                              args.families)
+    if "peaks" in args.parts:
+        # Measured again after the timed work: the MFU denominator is the best of the two.
+        after = harness.matmul_peak(args.device, args.mode, reps["peaks"], torch)
+        harness.combine_peaks(result["peaks"], after)
+        print("\n## Machine peaks, before and after the run\n\n" + peaks_table(result["peaks"]), flush=True)
+    if "train" in result:
+        peak = result["peaks"]["matmul_peak"]
+        harness.add_mfu(result["train"], peak["flop_per_s"])
+        print("\n## Training steps (AdamW)\n\n" + train_steps.table(result["train"], peak), flush=True)
     if "profile" in args.parts and torch is not None:
         result["profile"] = step_profile.profile_step(args.profile, args.device, reps["profile"], torch)
         print("\n## Profile\n\n" + step_profile.table(result["profile"]), flush=True)
 
+    result["failures"] = harness.failures(result)
     result["seconds"] = time.perf_counter() - started
     load = result["load_average_after"] = harness.load_average()
     print(f"\nfinished in {result['seconds']:.0f} s; load average now "
@@ -217,7 +237,10 @@ def main(argv=None) -> int:
     if args.png:
         note = chart(result, args.png)
         print(note or f"wrote {args.png}")
-    return 0
+    # A run whose figures cannot be trusted must not look like a success to a script or CI.
+    for problem in result["failures"]:
+        print(f"warning: {problem}", file=sys.stderr)
+    return 1 if result["failures"] else 0
 
 
 if __name__ == "__main__":

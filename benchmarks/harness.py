@@ -14,10 +14,12 @@ Every comparison here follows the same four rules.
 On a GPU the work is asynchronous: ``sync`` (CuPy's and PyTorch's device synchronize) runs
 after each call, inside the timed region, so a sample is the time until the GPU finished.
 
-The peaks of the machine are measured in the same run, the same way: float32 matrix
-multiplication (FLOP/s) and a large memory copy (bytes read + written per second), through
-NumPy and PyTorch on the CPU, through CuPy and PyTorch on a GPU. Model FLOP utilisation
-(MFU) divides a training step's model FLOP/s by the better of the two matmul peaks.
+The peaks of the machine are measured in the same run: float32 matrix multiplication
+(FLOP/s) at several sizes and a large memory copy (bytes read + written per second),
+through NumPy and PyTorch on the CPU, through CuPy and PyTorch on a GPU. A peak is the
+*best* sustained rate (a maximum over repeats and sizes, measured before and again after
+the timed work), not a median. Model FLOP utilisation (MFU) divides a training step's
+model FLOP/s by that peak; an MFU above 100% or a refused pair makes the run fail.
 """
 from __future__ import annotations
 
@@ -257,63 +259,150 @@ def check_device(device: str, torch=None) -> None:
 # The peaks of the machine
 # =======================================================================================
 
-PEAK_SIZES = {   # (matmul n, copy elements) per (device, mode)
-    ("cpu", "tiny"): (128, 1 << 16),
-    ("cpu", "quick"): (1024, 1 << 23),
-    ("cpu", "full"): (2048, 1 << 24),
-    ("cuda", "tiny"): (256, 1 << 20),
-    ("cuda", "quick"): (8192, 1 << 28),
-    ("cuda", "full"): (16384, 1 << 28),
+PEAK_SIZES = {   # (matmul sizes n, copy elements) per (device, mode)
+    ("cpu", "tiny"): ((64, 128), 1 << 16),
+    ("cpu", "quick"): ((1024, 2048), 1 << 23),
+    ("cpu", "full"): ((1024, 2048, 3072), 1 << 24),
+    ("cuda", "tiny"): ((256,), 1 << 20),
+    ("cuda", "quick"): ((4096, 8192), 1 << 28),
+    ("cuda", "full"): ((8192, 16384), 1 << 28),
 }
 
 
-def peaks(device: str, mode: str, repeat: int, torch=None) -> dict:
-    """float32 matmul FLOP/s (n x n by n x n) and memory copy bytes/s, each way available.
+def _matmuls(device: str, n: int, torch, sync) -> tuple[dict, dict]:
+    """{source: a callable multiplying two n x n float32 matrices}, after checking each result.
 
-    Returns {"matmul": {...}, "copy": {...}, "matmul_peak": {"source", "flop_per_s"}}; the
-    last is the better of the matmul figures, the denominator of every MFU in the run.
+    A product that is off (TF32 or another reduced precision switched on) is refused, as
+    any contender that computes something else is.
     """
-    n, count = PEAK_SIZES[(device, mode)]
-    sync = sync_for(device, torch)
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(n)
     a, b = (rng.standard_normal((n, n)).astype(np.float32) for _ in range(2))
     xp = np if device == "cpu" else backend.cupy_module()
     ours_name = "numpy" if device == "cpu" else "cupy"
-
     da, db = xp.asarray(a), xp.asarray(b)
     dc = xp.empty((n, n), np.float32)
-    dsrc, ddst = xp.ones(count, np.float32), xp.empty(count, np.float32)
-    matmuls = {ours_name: lambda: xp.matmul(da, db, out=dc)}
-    copies = {ours_name: lambda: xp.copyto(ddst, dsrc)}
+    fns, outs = {ours_name: lambda: xp.matmul(da, db, out=dc)}, {ours_name: dc}
     if torch is not None:
         tdev = "cpu" if device == "cpu" else "cuda"
         ta, tb = torch.from_numpy(a).to(tdev), torch.from_numpy(b).to(tdev)
         tc = torch.empty((n, n), dtype=torch.float32, device=tdev)
-        tsrc = torch.ones(count, dtype=torch.float32, device=tdev)
-        tdst = torch.empty(count, dtype=torch.float32, device=tdev)
-        matmuls["pytorch"] = lambda: torch.mm(ta, tb, out=tc)
-        copies["pytorch"] = lambda: tdst.copy_(tsrc)
-
+        fns["pytorch"], outs["pytorch"] = (lambda: torch.mm(ta, tb, out=tc)), tc
     rows = min(n, 256)          # checking a band of rows in float64 is enough, and cheap
     want = a[:rows].astype(np.float64) @ b.astype(np.float64)
     errors = {}
-    for name, fn in matmuls.items():
+    for name, fn in fns.items():
         fn()
         sync()
-        errors[name] = rel_error((dc if name == ours_name else tc)[:rows], want)
+        errors[name] = rel_error(outs[name][:rows], want)
         if errors[name] > 1e-4:
             raise RuntimeError(f"peaks: the {name} float32 matmul is off by {errors[name]:.2e} "
                                "(relative); is TF32 or another reduced precision on?")
+    return fns, errors
 
-    flop = 2.0 * n ** 3
+
+def matmul_peak(device: str, mode: str, repeat: int, torch=None) -> dict:
+    """The best sustained float32 matmul rate: the fastest of ``repeat`` runs at each size.
+
+    A machine's peak is what it *can* do, so the figure is a maximum, not a median: the
+    median of a few products on a shared or frequency-scaling machine falls well below it
+    (on 2 threads, 119 GFLOP/s as a median of five 1024^3 products against 200-206 as the
+    best at 1024-3072), and a training step that ran in a good moment would then show an
+    MFU above 100%. Several sizes, because a small product does not fill the cores' caches
+    and threads the way a large one does, and a large one can meet memory limits.
+
+    Returns {"sizes": {n: {source: best flop/s}}, "samples": {n: {source: [flop/s, ...]}},
+    "source", "n", "flop_per_s"} (the last three: the best of all).
+    """
+    sizes, _ = PEAK_SIZES[(device, mode)]
+    sync = sync_for(device, torch)
+    best_at, samples, errors = {}, {}, {}
+    for n in sizes:
+        fns, errors[n] = _matmuls(device, n, torch, sync)
+        times = interleaved(fns, repeat, warmup=1, sync=sync)
+        samples[n] = {name: [2.0 * n ** 3 / t for t in ts] for name, ts in times.items()}
+        best_at[n] = {name: max(rates) for name, rates in samples[n].items()}
+    n, source = max(((n, s) for n in best_at for s in best_at[n]), key=lambda k: best_at[k[0]][k[1]])
+    return {"sizes": best_at, "samples": samples, "rel_error": errors,
+            "source": source, "n": n, "flop_per_s": best_at[n][source]}
+
+
+def copy_peak(device: str, mode: str, repeat: int, torch=None) -> dict:
+    """The best memory copy rate, bytes read + written per second, each way available."""
+    _, count = PEAK_SIZES[(device, mode)]
+    sync = sync_for(device, torch)
+    xp = np if device == "cpu" else backend.cupy_module()
+    src, dst = xp.ones(count, np.float32), xp.empty(count, np.float32)
+    copies = {"numpy" if device == "cpu" else "cupy": lambda: xp.copyto(dst, src)}
+    if torch is not None:
+        tdev = "cpu" if device == "cpu" else "cuda"
+        tsrc = torch.ones(count, dtype=torch.float32, device=tdev)
+        tdst = torch.empty(count, dtype=torch.float32, device=tdev)
+        copies["pytorch"] = lambda: tdst.copy_(tsrc)
     moved = 2.0 * 4 * count                     # every byte read once and written once
-    mm_times = interleaved(matmuls, repeat, warmup=1, sync=sync)
-    cp_times = interleaved(copies, repeat, warmup=1, sync=sync)
-    matmul = {name: flop / median(ts) for name, ts in mm_times.items()}
-    best = max(matmul, key=matmul.get)
-    return {
-        "matmul": {"n": n, "flop": flop, "flop_per_s": matmul,
-                   "seconds": {k: median(v) for k, v in mm_times.items()}, "rel_error": errors},
-        "copy": {"bytes": moved, "bytes_per_s": {k: moved / median(v) for k, v in cp_times.items()}},
-        "matmul_peak": {"source": best, "flop_per_s": matmul[best]},
-    }
+    times = interleaved(copies, repeat, warmup=1, sync=sync)
+    return {"bytes": moved, "bytes_per_s": {k: moved / min(v) for k, v in times.items()}}
+
+
+def peaks(device: str, mode: str, repeat: int, torch=None) -> dict:
+    """The machine's float32 matmul FLOP/s and memory copy bytes/s, each way available.
+
+    Returns {"matmul": matmul_peak(...), "copy": copy_peak(...), "matmul_peak": {"source",
+    "n", "flop_per_s"}}. ``combine_peaks`` later folds in a second matmul measurement taken
+    after the timed work, so the MFU denominator is the best the machine showed in the run.
+    """
+    matmul = matmul_peak(device, mode, repeat, torch)
+    return {"matmul": {"before": matmul}, "copy": copy_peak(device, mode, repeat, torch),
+            "matmul_peak": {k: matmul[k] for k in ("source", "n", "flop_per_s")}}
+
+
+def combine_peaks(p: dict, after: dict) -> dict:
+    """Add the matmul peak measured after the run; the MFU denominator becomes the best of both.
+
+    Also records the spread: every best-per-size figure, before and after, as a range, so a
+    reader sees how steady the machine was (a wide spread means a busy or throttling machine,
+    and every MFU of the run is uncertain by as much).
+    """
+    p["matmul"]["after"] = after
+    before = p["matmul"]["before"]
+    best = max((before, after), key=lambda m: m["flop_per_s"])
+    p["matmul_peak"] = {k: best[k] for k in ("source", "n", "flop_per_s")}
+    p["matmul_peak"]["measured"] = "before" if best is before else "after"
+    rates = [r for m in (before, after) for by_source in m["sizes"].values() for r in by_source.values()]
+    p["matmul_spread"] = {"min": min(rates), "max": max(rates),
+                          "before": before["flop_per_s"], "after": after["flop_per_s"]}
+    return p
+
+
+# =======================================================================================
+# Model FLOP utilisation, and what makes a run's figures untrustworthy
+# =======================================================================================
+
+def add_mfu(rows: list[dict], peak_flop_per_s: float) -> None:
+    """Each timed training row's MFU: model FLOPs per second / the machine's peak."""
+    for row in rows:
+        if "seconds" in row:
+            row["mfu"] = {k: row["model_flops"]["total"] / s / peak_flop_per_s
+                          for k, s in row["seconds"].items()}
+
+
+def failures(result: dict) -> list[str]:
+    """Why this run's figures cannot be trusted, one line each (empty: they can).
+
+    A REFUSED pair computed something else than its reference, so the run did not measure
+    what it says. An MFU above 100% is impossible: the peak was measured too low, or the
+    FLOPs were over-counted; either way every MFU of the run is wrong.
+    """
+    problems = []
+    for row in result.get("ops", []):
+        for name, c in row["contenders"].items():
+            if "refused" in c:
+                problems.append(f"REFUSED op {row['op']} {tuple(row['shape'])} / {name}: {c['refused']}")
+    for row in result.get("train", []):
+        where = f"{row['family']} {row['shape']}"
+        if "refused" in row:
+            problems.append(f"REFUSED training pair {where}: {row['refused']}")
+        for side, mfu in row.get("mfu", {}).items():
+            if mfu > 1.0:
+                problems.append(f"MFU above 100% in row {where} ({side}: {mfu:.1%}): the measured peak "
+                                "is too low or the FLOP count too high; the run's MFU figures are wrong")
+    return problems

@@ -12,14 +12,22 @@ from minitransformer import functional as F
 from benchmarks import __main__ as cli
 from benchmarks import harness, ops, train_steps
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("transformers")
+# Only the tests that run PyTorch or a transformers twin need them; the rest run anywhere.
+torch = harness.import_torch()
+try:
+    import transformers  # noqa: F401  (only whether it is installed)
+except ImportError:
+    transformers = None
+needs_torch = pytest.mark.skipif(torch is None, reason="needs PyTorch (the dev extra)")
+needs_twins = pytest.mark.skipif(torch is None or transformers is None,
+                                 reason="needs PyTorch and transformers (the dev extra)")
 
 
 # ---------------------------------------------------------------------------------------
 # The whole harness, in its tiny mode
 # ---------------------------------------------------------------------------------------
 
+@needs_twins
 def test_tiny_mode_runs_every_part_and_writes_json_and_png(tmp_path, capsys):
     out, png = tmp_path / "result.json", tmp_path / "chart.png"
     assert cli.main(["--tiny", "--only", "peaks,ops,train,profile", "--json", str(out), "--png", str(png)]) == 0
@@ -29,6 +37,8 @@ def test_tiny_mode_runs_every_part_and_writes_json_and_png(tmp_path, capsys):
     result = json.loads(out.read_text())
     assert result["mode"] == "tiny" and result["environment"]["device"] == "cpu"
     assert result["peaks"]["matmul_peak"]["flop_per_s"] > 0
+    assert set(result["peaks"]["matmul"]) == {"before", "after"} and "Peak spread:" in printed
+    assert result["failures"] == []
     assert {r["op"] for r in result["ops"]} == set(ops.SHAPES[("cpu", "tiny")])
     for row in result["ops"]:
         assert row["contenders"]["reference"]["rel_error"] == 0.0
@@ -81,6 +91,7 @@ def micro_pair(family):
     return train_steps.build_pair(family, cfg, batch, "cpu", torch)
 
 
+@needs_twins
 def test_a_pair_with_one_perturbed_weight_is_refused():
     pair = micro_pair("gpt")
     with torch.no_grad():
@@ -92,6 +103,7 @@ def test_a_pair_with_one_perturbed_weight_is_refused():
     assert "REFUSED" in train_steps.table([row])
 
 
+@needs_twins
 def test_a_gradient_that_differs_alone_is_caught_and_named():
     pair = micro_pair("t5")
     their = pair.theirs.get_parameter("decoder.block.0.layer.2.DenseReluDense.wo.weight")
@@ -102,6 +114,7 @@ def test_a_gradient_that_differs_alone_is_caught_and_named():
     assert check["worst_grad_rel"] == pytest.approx(1e-3, rel=0.05)
 
 
+@needs_twins
 def test_a_float32_only_difference_is_settled_in_float64_and_the_weights_come_back_exactly():
     pair = micro_pair("t5")
     before = {n: p.data.copy() for n, p, _, _ in pair.params}
@@ -119,6 +132,7 @@ def test_a_float32_only_difference_is_settled_in_float64_and_the_weights_come_ba
         assert np.array_equal(q.detach().numpy(), p.data.T if layout == "conv1d" else p.data)
 
 
+@needs_twins
 def test_bert_pair_agrees_including_its_exactly_zero_key_bias_gradients():
     check = train_steps.agreement(micro_pair("bert"))
     assert check["ok"], check
@@ -126,6 +140,7 @@ def test_bert_pair_agrees_including_its_exactly_zero_key_bias_gradients():
     assert check["exact_zero_rel"] and all("attn.k.bias" in n for n in check["exact_zero_rel"])
 
 
+@needs_torch
 def test_an_op_contender_that_disagrees_is_refused(monkeypatch):
     real = ops._torch_call
     monkeypatch.setattr(ops, "_torch_call", lambda *a: real(*a) * 1.01)
@@ -175,8 +190,61 @@ def test_median_ratio_is_taken_round_by_round():
     assert harness.median_ratio(times, "pytorch", "ours") == 2.0
 
 
+@needs_torch
 def test_rel_error_reads_every_array_kind():
     a = np.array([3.0, 4.0])
     assert harness.rel_error(mt.tensor(a), torch.tensor(a)) == 0.0
     assert harness.rel_error(a * 1.5, a) == pytest.approx(0.5)
     assert harness.rel_error(np.zeros(2), np.zeros(2)) == 0.0
+
+
+# ---------------------------------------------------------------------------------------
+# The peak is the best sustained rate; untrustworthy figures fail the run
+# ---------------------------------------------------------------------------------------
+
+def test_the_matmul_peak_is_the_best_sample_of_every_size_and_source():
+    p = harness.matmul_peak("cpu", "tiny", repeat=3, torch=torch)
+    every = [r for by_source in p["samples"].values() for rates in by_source.values() for r in rates]
+    assert len(p["samples"]) == len(harness.PEAK_SIZES[("cpu", "tiny")][0]) >= 2
+    assert p["flop_per_s"] == max(every)
+    assert p["sizes"][p["n"]][p["source"]] == p["flop_per_s"]
+
+
+def test_combining_the_peaks_takes_the_better_and_records_the_spread():
+    def measured(best, low):
+        return {"sizes": {64: {"numpy": low}, 128: {"numpy": best}}, "source": "numpy", "n": 128,
+                "flop_per_s": best}
+    p = {"matmul": {"before": measured(100.0, 60.0)}, "matmul_peak": {"flop_per_s": 100.0}}
+    harness.combine_peaks(p, measured(120.0, 90.0))
+    assert p["matmul_peak"]["flop_per_s"] == 120.0 and p["matmul_peak"]["measured"] == "after"
+    assert p["matmul_spread"] == {"min": 60.0, "max": 120.0, "before": 100.0, "after": 120.0}
+
+
+def _forced_low_peak(device, mode, repeat, torch=None):
+    """A peak far below what any step reaches, as a badly measured one would be."""
+    return {"sizes": {8: {"numpy": 1.0}}, "samples": {8: {"numpy": [1.0]}}, "rel_error": {},
+            "source": "numpy", "n": 8, "flop_per_s": 1.0}
+
+
+@needs_twins
+def test_an_mfu_above_100_percent_is_a_warning_naming_the_row_and_a_failed_run(monkeypatch, capsys):
+    monkeypatch.setattr(harness, "matmul_peak", _forced_low_peak)
+    assert cli.main(["--tiny", "--only", "train", "--families", "gpt"]) == 1
+    err = capsys.readouterr().err
+    assert "warning: MFU above 100% in row gpt micro" in err
+
+
+@needs_torch
+def test_a_refused_pair_fails_the_run(monkeypatch, capsys):
+    real = ops._torch_call
+    monkeypatch.setattr(ops, "_torch_call", lambda *a: real(*a) * 1.01)
+    assert cli.main(["--tiny", "--only", "ops"]) == 1
+    err = capsys.readouterr().err
+    assert "warning: REFUSED op softmax" in err
+
+
+def test_failures_lists_nothing_for_a_clean_result():
+    row = {"family": "gpt", "shape": "micro", "mfu": {"ours": 0.7, "pytorch": 0.69}}
+    assert harness.failures({"train": [row], "ops": []}) == []
+    row["mfu"]["ours"] = 1.01
+    assert harness.failures({"train": [row]})[0].startswith("MFU above 100% in row gpt micro (ours: 101.0%)")
