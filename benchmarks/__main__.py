@@ -4,6 +4,7 @@
     python -m benchmarks --device cuda --quick        # CuPy + CUDA kernels vs PyTorch CUDA
     python -m benchmarks --only train --json out.json --png out.png
     python -m benchmarks --only profile --profile gpt-mini
+    python -m benchmarks compare before.json after.json   # the second run's speed over the first's
 
 Parts (``--only`` takes one or a comma-separated list; the default is peaks,ops,train):
 
@@ -29,7 +30,7 @@ import json
 import sys
 import time
 
-from benchmarks import harness, ops, step_profile, train_steps
+from benchmarks import harness, ops, results, step_profile, train_steps
 
 PARTS = ("peaks", "ops", "train", "profile")
 
@@ -184,7 +185,10 @@ def chart(result: dict, path: str) -> str | None:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    argv_list = sys.argv[1:] if argv is None else list(argv)
+    if argv_list[:1] == ["compare"]:
+        return results.compare_main(argv_list[1:])
+    args = parse_args(argv_list)
     torch = harness.import_torch()
     try:
         harness.check_device(args.device, torch)
@@ -196,7 +200,8 @@ def main(argv=None) -> int:
     reps = dict(REPEATS[(args.device, args.mode)])
     if args.repeat:
         reps.update(peaks=args.repeat, ops=args.repeat, train=args.repeat, profile=args.repeat)
-    result = {"mode": args.mode, "environment": env, "parts": args.parts}
+    result = results.describe({"mode": args.mode, "environment": env, "parts": args.parts}, argv_list,
+                              args.device)
     print(header(env, args.mode), flush=True)
     started = time.perf_counter()
 

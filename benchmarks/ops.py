@@ -219,14 +219,14 @@ def run(device: str, mode: str, repeat: int, warmup: int = 1, torch=None, only=N
 
 
 def table(rows: list[dict]) -> str:
-    """A markdown table: median milliseconds, the rate, and the kernel's speed-ups."""
-    lines = ["| op (fwd+bwd) | shape | reference ms | kernel ms | PyTorch ms | kernel rate | PyTorch rate "
+    """A markdown table: median milliseconds (min-max), the rate, and the kernel's speed-ups."""
+    lines = ["| op (fwd+bwd) | shape | reference ms (min-max) | kernel ms (min-max) | PyTorch ms (min-max) | kernel rate | PyTorch rate "
              "| kernel vs PyTorch | kernel vs reference |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
 
     def ms(c):
-        if "seconds" in c:
-            return f"{c['seconds'] * 1e3:.2f}"
+        if "seconds" in c:       # the median, then the spread of the samples
+            return f"{c['seconds'] * 1e3:.2f} ({min(c['samples']) * 1e3:.2f}-{max(c['samples']) * 1e3:.2f})"
         return "refused" if "refused" in c else "-"
 
     for r in rows:

@@ -445,7 +445,7 @@ def run(device: str, shapes, repeat: int, warmup: int = 1, torch=None, families=
 
 def table(rows: list[dict], peak: dict | None = None) -> str:
     """A markdown table of the training steps, with refusals spelled out below it."""
-    lines = ["| model | shape | params | tokens/step | ours tok/s | PyTorch tok/s | ours / PyTorch "
+    lines = ["| model | shape | params | tokens/step | ours tok/s (min-max) | PyTorch tok/s (min-max) | ours / PyTorch "
              "| ours MFU | PyTorch MFU | loss rel. diff | worst grad rel. diff |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
@@ -456,7 +456,10 @@ def table(rows: list[dict], peak: dict | None = None) -> str:
             lines.append(f"{head} REFUSED | REFUSED | - | - | - | {agree} |")
             continue
         tps, mfu = r["tokens_per_s"], r.get("mfu", {})
-        lines.append(f"{head} {tps['ours']:,.0f} | {tps['pytorch']:,.0f} | {r['speed_ratio']:.2f}x | "
+        spread = {k: f"{r['tokens_per_step'] / max(v):,.0f}-{r['tokens_per_step'] / min(v):,.0f}"
+                  for k, v in r["samples"].items()}
+        lines.append(f"{head} {tps['ours']:,.0f} ({spread['ours']}) | {tps['pytorch']:,.0f} ({spread['pytorch']}) | "
+                     f"{r['speed_ratio']:.2f}x | "
                      + (f"{mfu['ours']:.1%} | {mfu['pytorch']:.1%} |" if mfu else "- | - |")
                      + f" {agree} |")
     lines.append("")

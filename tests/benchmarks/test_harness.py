@@ -10,7 +10,7 @@ from minitransformer import backend
 from minitransformer import functional as F
 
 from benchmarks import __main__ as cli
-from benchmarks import harness, ops, train_steps
+from benchmarks import harness, ops, results, train_steps
 
 # Only the tests that run PyTorch or a transformers twin need them; the rest run anywhere.
 torch = harness.import_torch()
@@ -39,6 +39,26 @@ def test_tiny_mode_runs_every_part_and_writes_json_and_png(tmp_path, capsys):
     assert result["peaks"]["matmul_peak"]["flop_per_s"] > 0
     assert set(result["peaks"]["matmul"]) == {"before", "after"} and "Peak spread:" in printed
     assert result["failures"] == []
+    # what a reader of a shared file needs: layout, version, commit, date, machine, arguments
+    assert result["schema_version"] == results.SCHEMA_VERSION
+    assert result["run"]["minitransformer"] and result["run"]["date"].startswith("20")
+    assert result["run"]["arguments"][:3] == ["--tiny", "--only", "peaks,ops,train,profile"]
+    assert result["environment"]["machine"]["cpu_count"] >= 1
+    assert result["environment"]["versions"]["numpy"] == np.__version__
+    # the tables show the spread of the samples beside the median
+    assert "ms (min-max)" in printed and "tok/s (min-max)" in printed
+    # and two runs compare row by row
+    faster = json.loads(out.read_text())
+    for row in faster["ops"]:
+        for c in row["contenders"].values():
+            if "samples" in c:
+                c["seconds"], c["samples"] = c["seconds"] / 2, [t / 2 for t in c["samples"]]
+    (tmp_path / "faster.json").write_text(json.dumps(faster))
+    capsys.readouterr()
+    assert cli.main(["compare", str(out), str(tmp_path / "faster.json")]) == 0
+    table = capsys.readouterr().out
+    assert "| op softmax 64x128 / reference |" in table and "| 2.00x |" in table
+    assert "| train gpt micro / ours |" in table and "| 1.00x | yes |" in table
     assert {r["op"] for r in result["ops"]} == set(ops.SHAPES[("cpu", "tiny")])
     for row in result["ops"]:
         assert row["contenders"]["reference"]["rel_error"] == 0.0
@@ -248,3 +268,13 @@ def test_failures_lists_nothing_for_a_clean_result():
     assert harness.failures({"train": [row], "ops": []}) == []
     row["mfu"]["ours"] = 1.01
     assert harness.failures({"train": [row]})[0].startswith("MFU above 100% in row gpt micro (ours: 101.0%)")
+
+
+def test_compare_refuses_a_missing_or_foreign_file_in_one_line(tmp_path, capsys):
+    assert cli.main(["compare", str(tmp_path / "nope.json"), str(tmp_path / "nope.json")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: compare: no results file at {tmp_path / 'nope.json'}"
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"mode": "quick", "ops": []}))
+    assert cli.main(["compare", str(old), str(old)]) == 2
+    assert "schema version None" in capsys.readouterr().err
+    assert cli.main(["compare", str(old)]) == 2
