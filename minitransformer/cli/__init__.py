@@ -6,13 +6,18 @@ parser and sets ``func`` to a function of the parsed arguments returning an exit
 
 A user mistake (a missing file, a bad value, an unknown preset) raises one of
 ``USER_ERRORS`` somewhere below; ``main`` turns it into one line on stderr and exit status 2,
-never a traceback.
+never a traceback. Anything else (a TypeError, a KeyError, an IndexError...) is a bug, in
+the library or in a program calling it: ``main`` lets its traceback through, since a bug
+hidden behind one polite line cannot be found. ``--debug`` (or ``MINITRANSFORMER_DEBUG=1``
+in the environment) shows the traceback of user errors too.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import traceback
 
 # Subcommand modules, in the order ``--help`` lists them; each exposes ``register``.
 SUBCOMMANDS = (
@@ -27,8 +32,11 @@ SUBCOMMANDS = (
     "plot",
 )
 
+# What a person can cause with a bad argument, file or folder. Not TypeError or KeyError:
+# from the command line those come from code, not from the person typing it.
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
-               PermissionError, KeyError, TypeError)
+               PermissionError)
+DEBUG_VARIABLE = "MINITRANSFORMER_DEBUG"
 
 
 class CLIError(Exception):
@@ -53,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Pre-train GPT-2, BERT and T5 style transformers from scratch on NumPy/CuPy.",
         epilog="Run 'minitransformer COMMAND --help' for each command's options and examples.",
     )
+    from minitransformer import __version__
+
+    parser.add_argument("--version", action="version", version=f"minitransformer {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help=f"show the full traceback of every error, user errors included "
+                             f"(also: {DEBUG_VARIABLE}=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMANDS:
         importlib.import_module(f"{__name__}.{name}").register(sub)
@@ -65,14 +79,13 @@ def main(argv=None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    debug = args.debug or os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
     try:
         return int(args.func(args) or 0)
-    except CLIError as e:
+    except (CLIError, *USER_ERRORS) as e:
+        if debug:
+            traceback.print_exc()
         print(f"minitransformer {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except USER_ERRORS as e:
-        msg = e.args[0] if (isinstance(e, KeyError) and e.args) else e
-        print(f"minitransformer {args.command}: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"minitransformer {args.command}: interrupted", file=sys.stderr)

@@ -124,3 +124,37 @@ def test_plot_writes_a_png(runs, tmp_path):
     r = run_cli("plot", str(runs / "clm"), str(runs / "mlm"), "--out", str(tmp_path / "loss.png"))
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "loss.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_version_has_one_source(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out.strip() == f"minitransformer {mt.__version__}"
+    from importlib import metadata
+    assert metadata.version("minitransformer") == mt.__version__     # pyproject reads it from the package
+
+
+def test_a_bug_shows_its_traceback_while_a_user_error_stays_one_line(monkeypatch, capsys):
+    def buggy(name):
+        raise KeyError("n_embd")          # what a library bug looks like: not the user's doing
+    monkeypatch.setattr(mt.models, "preset", buggy)
+    with pytest.raises(KeyError):         # main lets it through: Python prints the traceback
+        main(["info", "gpt-tiny"])
+    monkeypatch.undo()
+    assert main(["info", "no-such-preset"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("\n") == 1 and "unknown model preset" in err
+
+
+@pytest.mark.parametrize("how", ["flag", "environment"])
+def test_debug_shows_the_traceback_of_a_user_error(how, monkeypatch, capsys):
+    argv = ["info", "no-such-preset"]
+    if how == "flag":
+        argv = ["--debug", *argv]
+    else:
+        monkeypatch.setenv("MINITRANSFORMER_DEBUG", "1")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and err.rstrip().endswith(
+        "choose one of: " + ", ".join(mt.models.configs.PRESETS))
