@@ -1,6 +1,6 @@
 """Every op, and a transformer block, on a device that refuses silent NumPy conversion.
 
-See tests/strict_backend.py: an op that calls NumPy on a device array, or mixes a host
+See minitransformer.testing.strict: an op that calls NumPy on a device array, or mixes a host
 array into device arithmetic, fails here in CI instead of on a user's GPU.
 """
 import numpy as np
@@ -13,7 +13,7 @@ import minitransformer.functional as F
 from minitransformer.testing import assert_close
 from tests.autograd import op_specs
 from tests.autograd.op_specs import SPECS
-from tests.strict_backend import StrictArray, StrictConversionError, strict, to_strict
+from minitransformer.testing.strict import StrictArray, StrictConversionError, strict, to_strict
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ to the host); CI has no GPU, and this catches a host array mixed into device ari
 import numpy as np
 import pytest
 
-import tests.strict_backend  # noqa: F401  (registers the "strict" device)
+import minitransformer.testing.strict  # noqa: F401  (registers the "strict" device)
 from minitransformer import checkpoint
 from minitransformer.finetune import PROMPTS, FinetuneConfig, builtin, finetune, label_scores
 

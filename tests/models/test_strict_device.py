@@ -1,6 +1,6 @@
 """Every family, moved with ``model.to(device)``, on a device that refuses silent NumPy use.
 
-The strict test device (tests/strict_backend.py) behaves like CuPy where GPU bugs hide: a
+The strict test device (minitransformer.testing.strict) behaves like CuPy where GPU bugs hide: a
 model that builds a mask, a position table or a bucket index with NumPy and mixes it into
 device arithmetic fails here, in CI, instead of on a user's GPU. Inputs stay NumPy arrays
 on the host: the models move them to their device.
@@ -12,7 +12,7 @@ import minitransformer as mt
 from minitransformer.models import BERTConfig, GPTConfig, T5Config
 from minitransformer.testing import assert_close
 from tests.models.tiny import ids, model64
-from tests.strict_backend import StrictArray
+from minitransformer.testing.strict import StrictArray
 
 CONFIGS = {
     "gpt": GPTConfig(vocab_size=20, n_positions=8, n_embd=8, n_layer=1, n_head=2),

@@ -1,9 +1,9 @@
-"""A test-only "device" whose arrays behave like CuPy's where it matters: strictly.
+"""The strict device: arrays that behave like CuPy's where it matters, on a machine with no GPU.
 
-CI has no GPU, yet the commonest GPU bug is invisible on a CPU: an op that calls NumPy on
-its input (``np.exp(x)``, ``np.asarray(x)``) or mixes a fresh NumPy array into device
-arithmetic works on NumPy arrays and fails on CuPy ones. ``StrictArray`` wraps a NumPy
-array and refuses exactly those things:
+The commonest GPU bug is invisible on a CPU: an op that calls NumPy on its input
+(``np.exp(x)``, ``np.asarray(x)``) or mixes a fresh NumPy array into device arithmetic works
+on NumPy arrays and fails on CuPy ones. ``StrictArray`` wraps a NumPy array and refuses
+exactly those things:
 
 - ``np.asarray(a)`` / ``np.array(a)`` raise (no ``__array__``), as for CuPy arrays;
 - NumPy functions and ufuncs called on it raise (``__array_function__`` / ``__array_ufunc__``);
@@ -11,6 +11,9 @@ array and refuses exactly those things:
 
 The matching module ``strict`` mirrors the NumPy namespace, unwrapping its arguments and
 wrapping array results, so code that asks ``backend.xp(a)`` for its array module works.
+Importing this module registers the device under the name ``"strict"``: ``model.to("strict")``,
+``mt.tensor(x, device="strict")`` and ``to_strict(array)`` put things on it. The pytest
+plugin's ``strict_device`` fixture does that import for a test.
 """
 from __future__ import annotations
 
