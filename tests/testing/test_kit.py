@@ -225,3 +225,19 @@ def test_a_users_suite_outside_the_repository(tmp_path, how):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     assert "6 passed, 1 skipped" in out.stdout
     assert "needs a CUDA GPU with CuPy" in out.stdout
+
+
+def test_the_readme_example_runs_and_can_fail():
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("## Testing your own ops"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert len(code.strip().splitlines()) <= 10
+    scope = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    scope["test_softplus"]()                              # hypothesis runs it over its examples
+    scope["softplus_vjp"] = lambda g, x: (g / (1.0 + np.exp(x)),)   # a sign slip in the backward
+    with pytest.raises(GradcheckError):
+        exec("test_softplus()", scope)
