@@ -160,10 +160,14 @@ def save_checkpoint(run_dir, step: int, model, optimizer=None, state: dict | Non
 
 
 def resolve(path) -> Path:
-    """A checkpoint folder from either a run folder (follows ``latest``) or a step folder."""
+    """A checkpoint folder from a run folder (follows ``latest``), a step folder, or a hub id."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no such checkpoint or run folder: {path}")
+        from minitransformer.hf import hub
+
+        if not hub.looks_like_hub_id(str(path)):
+            raise FileNotFoundError(f"no such checkpoint or run folder: {path}")
+        return hub.locate(path)
     if (path / "latest").is_file():
         target = path / (path / "latest").read_text().strip()
         if not target.is_dir():

@@ -22,6 +22,10 @@ OBJECTIVES = {
     "span": ("span corruption", "write out the spans of tokens replaced by sentinels in the input"),
 }
 
+# What a hub shows for each family: the task widget, and the tags people search by.
+PIPELINE_TAGS = {"gpt": "text-generation", "bert": "fill-mask", "t5": "text2text-generation"}
+TAGS = {"gpt": ["gpt2", "causal-lm"], "bert": ["bert", "masked-lm"], "t5": ["t5", "span-corruption"]}
+
 USES = {
     "gpt": "text generation and zero-shot prompting (compare the likelihoods of candidate answers)",
     "bert": "sentence classification and token classification (e.g. named entities) after fine-tuning",
@@ -36,9 +40,29 @@ def _count(model) -> tuple[int, int]:
     return total, total - embedding
 
 
+def front_matter(family: str, info: dict, metrics: dict) -> list[str]:
+    """The YAML block hubs read before a card's text: library, license, tags, task, data, metrics.
+
+    The license is the weights', which the library's own (MIT) does not decide: "unknown"
+    unless the run says (``info["license"]``).
+    """
+    def item(value) -> str:               # a YAML scalar that needs no escaping rules
+        return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    lines = ["---", "library_name: minitransformer", f"license: {item(info.get('license', 'unknown'))}",
+             "tags:", *(f"- {item(t)}" for t in ["minitransformer", *TAGS.get(family, []), "pre-training"]),
+             f"pipeline_tag: {PIPELINE_TAGS.get(family, 'feature-extraction')}"]
+    if info.get("datasets"):
+        lines += ["datasets:", *(f"- {item(d)}" for d in info["datasets"])]
+    if "val_loss" in metrics:
+        lines += ["metrics:", "- perplexity"]
+    return lines + ["---", ""]
+
+
 def model_card(model, train_config=None, step: int = 0, tokens: int = 0, metrics: dict | None = None,
                info: dict | None = None) -> str:
-    """Markdown text of the model card for ``model`` after ``step`` steps of ``train_config``."""
+    """Markdown text of the model card for ``model`` after ``step`` steps of ``train_config``,
+    opened by the YAML front matter hubs read (``front_matter``)."""
     cfg = model.config
     info = info or {}
     metrics = metrics or {}
@@ -54,6 +78,7 @@ def model_card(model, train_config=None, step: int = 0, tokens: int = 0, metrics
         if trained_here else
         f"A {cfg.family.upper()}-architecture transformer ({type(model).__name__}) saved by minitransformer.")
     lines = [
+        *front_matter(cfg.family, info, metrics),
         f"# {info.get('name', cfg.family + ' model')}",
         "",
         description,
@@ -119,3 +144,53 @@ def model_card(model, train_config=None, step: int = 0, tokens: int = 0, metrics
     lines += [f"- {x}" for x in info.get("limitations", ())]
     lines.append("")
     return "\n".join(lines)
+
+
+# =======================================================================================
+# Reading a card (ours or a hub's): its front matter and the sections a chooser needs
+# =======================================================================================
+
+# Headings, lowercased, that answer "what is it for, what was it trained on, what can go wrong".
+CHOOSING = ("intended use", "uses", "how to use", "training data", "training", "evaluation", "results",
+            "limitation", "bias", "out-of-scope", "risks")
+
+
+def read_front_matter(text: str) -> tuple[dict, str]:
+    """(the top-level keys of the YAML front matter, the card's text after it).
+
+    Only what a reader is shown is parsed: ``key: value`` and ``key:`` followed by ``- item``
+    lines; nested blocks (a hub's ``model-index``) are skipped, not misread.
+    """
+    lines = text.splitlines()
+    if not lines or lines[0].strip() != "---":
+        return {}, text
+    try:
+        end = next(i for i in range(1, len(lines)) if lines[i].strip() == "---")
+    except StopIteration:
+        return {}, text
+    meta, key = {}, None
+    for line in lines[1:end]:
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if not line[0].isspace() and ":" in line and not line.startswith("- "):
+            key, _, value = line.partition(":")
+            key, value = key.strip(), value.strip().strip('"').strip("'")
+            meta[key] = value if value else []
+        elif line.startswith("- ") and key is not None and isinstance(meta.get(key), list):
+            meta[key].append(line[2:].strip().strip('"').strip("'"))
+        else:
+            key = None if line[0].isspace() and not line.lstrip().startswith("- ") else key
+    return meta, "\n".join(lines[end + 1:])
+
+
+def choosing_sections(body: str) -> list[tuple[str, str]]:
+    """(heading, text) of each section whose heading names uses, training data or limitations."""
+    sections, heading, text = [], None, []
+    for line in body.splitlines() + ["# end"]:
+        if line.startswith("#"):
+            if heading is not None and any(k in heading.lower() for k in CHOOSING):
+                sections.append((heading, "\n".join(text).strip()))
+            heading, text = line.lstrip("#").strip(), []
+        else:
+            text.append(line)
+    return sections

@@ -9,7 +9,12 @@ Hypothesis: the plugin offers its profiles and this suite chooses one: "minitran
 examples (HYPOTHESIS_PROFILE=minitransformer-dev); otherwise "default" is like the CI
 profile but random.
 """
+# ruff: noqa: E402
 import os
+
+# No test reaches a model hub: huggingface_hub (read through transformers and mt.hf.hub)
+# reads this at import, which comes after this file. Hub tests use a cache built on disk.
+os.environ["HF_HUB_OFFLINE"] = "1"
 
 from hypothesis import HealthCheck, settings
 

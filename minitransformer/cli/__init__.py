@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 import traceback
 
@@ -30,6 +31,7 @@ SUBCOMMANDS = (
     "finetune",
     "evaluate",
     "plot",
+    "export",
 )
 
 # What a person can cause with a bad argument, file or folder. Not TypeError or KeyError:
@@ -53,6 +55,18 @@ def check_device(device: str) -> None:
         backend.module_for_device(device)
     except (RuntimeError, ValueError) as e:
         raise CLIError(str(e)) from None
+
+
+# ESC-started terminal sequences (CSI, OSC, and two-character ones), then the other controls.
+_ESCAPES = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_])")
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\x80-\x9f]")
+
+
+def safe_text(text: str) -> str:
+    """Text from a file someone else wrote, fit for a terminal: escape sequences (which can
+    recolour, retitle or rewrite the screen) and control characters removed; newlines and
+    tabs kept."""
+    return _CONTROLS.sub("", _ESCAPES.sub("", text))
 
 
 def build_parser() -> argparse.ArgumentParser:

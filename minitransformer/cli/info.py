@@ -1,8 +1,11 @@
-"""``minitransformer info``: what a preset or checkpoint is, and its model card.
+"""``minitransformer info``: what a preset or checkpoint is, and what its model card says.
 
-A checkpoint is either one of our run or step folders or a transformers-format folder
-(config.json + model.safetensors); both carry their model card as README.md. A folder
-written by ``minitransformer finetune --out`` shows its task, labels and score instead.
+A checkpoint is one of our run or step folders, a transformers-format folder (config.json +
+model.safetensors) or a hub id (ORG/NAME, through huggingface_hub's cache); each carries its
+model card as README.md. ``info`` shows the card's front matter (license, task, tags) and the
+sections a person choosing a model needs (intended uses, training data, limitations), with
+terminal escape sequences and control characters removed; ``--card`` prints the whole card.
+A folder written by ``minitransformer finetune --out`` shows its task, labels and score too.
 """
 from __future__ import annotations
 
@@ -16,13 +19,16 @@ EXAMPLES = """examples:
   minitransformer info runs/gpt-tiny     # a checkpoint: config, counts and its model card
   minitransformer info exported/         # a transformers-format folder, the same
   minitransformer info runs/sentiment    # a fine-tuned model: its task, labels and score
+  minitransformer info openai-community/gpt2 --card   # a hub id (needs huggingface_hub), whole card
 """
 
 
 def register(sub) -> None:
     p = sub.add_parser("info", help="config, size and model card of a preset or checkpoint",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("target", help="a preset name, a checkpoint/run folder, or a transformers-format folder")
+    p.add_argument("target", help="a preset name, a checkpoint/run folder, a transformers-format folder, "
+                                  "or a hub id (ORG/NAME)")
+    p.add_argument("--card", action="store_true", help="print the whole model card, not only its key sections")
     p.add_argument("--batch-size", type=int, default=16, help="batch for the FLOP and memory figures")
     p.add_argument("--seq-len", type=int, default=None,
                    help="tokens per sequence for them (default: the model's maximum)")
@@ -33,8 +39,15 @@ def run(args) -> int:
     from minitransformer import checkpoint, models, scaling
 
     card, ckpt, finetuned = None, None, None
-    if Path(args.target).exists():
-        ckpt = checkpoint.resolve(args.target)
+    presets = models.configs.PRESETS
+    if not Path(args.target).exists() and args.target not in presets:
+        try:                                             # a hub id, then
+            ckpt = checkpoint.resolve(args.target)
+        except FileNotFoundError as e:
+            raise ValueError(f"unknown model preset {args.target!r} (choose one of: {', '.join(presets)}); "
+                             f"and {e}") from None
+    if ckpt is not None or Path(args.target).exists():
+        ckpt = checkpoint.resolve(ckpt or args.target)
         if (ckpt / checkpoint.FINETUNE_FILE).is_file():
             finetuned = json.loads((ckpt / checkpoint.FINETUNE_FILE).read_text())
             cfg = checkpoint.config_from_dict(json.loads((ckpt / "config.json").read_text()))
@@ -54,10 +67,29 @@ def run(args) -> int:
         print(line)
     if card:
         print()
-        print(card)
+        print("\n".join(card_lines(card, ckpt / "README.md", whole=args.card)))
     elif ckpt is not None and finetuned is None:
         print(f"\nno model card: {ckpt} has no README.md")
     return 0
+
+
+def card_lines(card: str, path: Path, whole: bool = False) -> list[str]:
+    """What to show of a model card: its front matter, then the sections for choosing a model."""
+    from minitransformer.cli import safe_text
+    from minitransformer.model_card import choosing_sections, read_front_matter
+
+    meta, body = read_front_matter(safe_text(card))
+    lines = [f"model card ({path}):"]
+    shown = {k: meta[k] for k in ("license", "pipeline_tag", "language", "tags", "datasets", "library_name")
+             if meta.get(k)}
+    if shown:
+        lines.append("  " + "; ".join(f"{k}: {', '.join(v) if isinstance(v, list) else v}" for k, v in shown.items()))
+    sections = [] if whole else choosing_sections(body)
+    if not sections:
+        return lines + ["", body.strip()]
+    for heading, text in sections:
+        lines += ["", f"## {heading}", text or "(empty)"]
+    return lines + ["", f"(the whole card: minitransformer info {path.parent} --card)"]
 
 
 def _print_finetuned(folder: Path, info: dict) -> None:

@@ -1,6 +1,7 @@
 """Checkpoints in the ``transformers`` format: load published models, publish ours.
 
     model = mt.hf.load_pretrained("path/to/folder")       # config.json + model.safetensors
+    model = mt.hf.load_pretrained("openai-community/gpt2")  # a hub id, through huggingface_hub's cache
     tok = mt.hf.load_tokenizer_json("path/to/folder")     # BPE, WordPiece or Unigram
     mt.hf.save_pretrained(model, "out/", tokenizer=tok)   # transformers loads it as it is
 
@@ -13,14 +14,16 @@ command that converts it.
 Reading order: ``tensor_file`` (the safetensors format, by hand: a length, a JSON header,
 raw little-endian bytes), ``families`` (per family, the config translation and the table
 from our parameter names to transformers keys), ``convert`` (the folder-level load and
-save, with the report of every missing, unused or mis-shaped tensor).
+save, with the report of every missing, unused or mis-shaped tensor), ``hub`` (a hub id to a
+folder of huggingface_hub's cache; a folder that exists always wins).
 """
 from minitransformer.data.hf_tokenizers import load_tokenizer_json
 from minitransformer.hf.convert import ConversionError, load_pretrained, read_weights, save_pretrained
 from minitransformer.hf.families import FAMILIES, UnsupportedConfig
+from minitransformer.hf.hub import locate
 from minitransformer.hf.tensor_file import TensorFileError, read_tensors, write_tensors
 
 __all__ = [
     "load_pretrained", "save_pretrained", "load_tokenizer_json", "read_weights", "read_tensors",
-    "write_tensors", "ConversionError", "TensorFileError", "UnsupportedConfig", "FAMILIES",
+    "write_tensors", "locate", "ConversionError", "TensorFileError", "UnsupportedConfig", "FAMILIES",
 ]

@@ -101,17 +101,22 @@ def read_config(folder: Path) -> dict:
     return raw
 
 
-def load_pretrained(path, dtype="float32", device: str = "cpu"):
-    """The model saved in a transformers-format folder, with its weights, in eval mode.
+def load_pretrained(path, dtype="float32", device: str = "cpu", *, revision: str | None = None,
+                    cache_dir=None, local_files_only: bool | None = None):
+    """The model saved in a transformers-format folder, or under a hub id, with its weights, in eval mode.
 
+    ``path``: a folder, or a hub id such as "openai-community/gpt2" (resolved through
+    huggingface_hub's cache; see ``minitransformer.hf.hub``; a folder that exists wins).
     Supported: GPT-2 (GPT2LMHeadModel, GPT2Model), BERT (BertForMaskedLM and
     BertForPreTraining -> ``BERT``; BertModel -> ``BertModel``), T5 v1.0 and v1.1
     (T5ForConditionalGeneration). dtype: the precision to compute in ("float32" or
     "float64"); float16 and bfloat16 weights are upcast to it.
     """
-    folder = Path(path)
+    from minitransformer.hf import hub
+
+    folder = hub.locate(path, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
     if not folder.is_dir():
-        raise FileNotFoundError(f"no such model folder: {folder}")
+        raise NotADirectoryError(f"load_pretrained: {folder} is a file; give the folder that holds config.json")
     raw = read_config(folder)
     model_type = raw.get("model_type")
     if model_type is None and "family" in raw:
