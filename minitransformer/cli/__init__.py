@@ -20,6 +20,8 @@ import re
 import sys
 import traceback
 
+from minitransformer.jobs import FolderInUse
+
 # Subcommand modules, in the order ``--help`` lists them; each exposes ``register``.
 SUBCOMMANDS = (
     "pretrain",
@@ -37,7 +39,7 @@ SUBCOMMANDS = (
 # What a person can cause with a bad argument, file or folder. Not TypeError or KeyError:
 # from the command line those come from code, not from the person typing it.
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
-               PermissionError)
+               PermissionError, FolderInUse)
 DEBUG_VARIABLE = "MINITRANSFORMER_DEBUG"
 
 
