@@ -103,7 +103,7 @@ def config_from_dict(d: dict):
     d = dict(d)
     family = d.pop("family", None)
     classes = {"gpt": models.GPTConfig, "bert": models.BERTConfig, "t5": models.T5Config}
-    if family not in classes:
+    if not isinstance(family, str) or family not in classes:
         raise CheckpointError(f"config.json names family {family!r}; expected one of {sorted(classes)}")
     fields = {f.name for f in dataclasses.fields(classes[family])}
     return classes[family](**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in fields})
@@ -196,8 +196,12 @@ def verify(ckpt: Path) -> dict:
 
 
 def load_model(path, device: str = "cpu"):
-    """Rebuild the model saved in a checkpoint (or run) folder, with its weights."""
-    from minitransformer import models
+    """Rebuild the model saved in a checkpoint (or run) folder, with its weights.
+
+    A config whose model would not fit in memory is refused before anything is allocated
+    (``minitransformer.limits``).
+    """
+    from minitransformer import limits, models
 
     ckpt = resolve(path)
     if (ckpt / STATE_FILE).is_file():
@@ -217,7 +221,9 @@ def load_model(path, device: str = "cpu"):
         from minitransformer import hf
 
         return hf.load_pretrained(ckpt).to(device)
-    model = models.build(config_from_dict(raw))
+    config = config_from_dict(raw)
+    limits.check_fits(config, "float32", source=str(config_path))      # before anything is allocated
+    model = models.build(config)
     model.load_state_dict(load_arrays(ckpt / "model.safetensors"))
     return model.to(device)
 

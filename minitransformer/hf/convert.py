@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy
 
-from minitransformer import backend
+from minitransformer import backend, limits
 from minitransformer.checkpoint import CheckpointError
 from minitransformer.hf.families import CONV1D, FAMILIES, UnsupportedConfig, family_of_model
 from minitransformer.hf.tensor_file import read_tensors, write_tensors
@@ -122,7 +122,7 @@ def load_pretrained(path, dtype="float32", device: str = "cpu", *, revision: str
     if model_type is None and "family" in raw:
         raise UnsupportedConfig(f"{folder} is a minitransformer checkpoint, not a transformers-format folder; "
                                 "load it with minitransformer.checkpoint.load_model")
-    if model_type not in FAMILIES:
+    if not isinstance(model_type, str) or model_type not in FAMILIES:
         raise UnsupportedConfig(f"{folder / 'config.json'} has model_type {model_type!r}; minitransformer "
                                 f"loads {', '.join(FAMILIES)}")
     family = FAMILIES[model_type]
@@ -133,8 +133,15 @@ def load_pretrained(path, dtype="float32", device: str = "cpu", *, revision: str
     for alias, source in family.aliases.items():      # a file may keep only the tied copy
         if source not in tensors and alias in tensors:
             tensors[source] = tensors[alias]
-    tensors = family.prepare(raw, tensors)
-    config = family.config_from_hf(raw, tensors)
+    try:
+        tensors = family.prepare(raw, tensors)
+        config = family.config_from_hf(raw, tensors)
+    except (TypeError, AttributeError) as e:
+        # Only config.json's values are read here; a value of the wrong type (a list where a
+        # name belongs, a string where a size does) is the file's fault, not the library's.
+        raise UnsupportedConfig(f"{folder / 'config.json'} holds a value of the wrong type ({e}); "
+                                "compare it with the config.json of a model that loads") from None
+    limits.check_fits(config, float_dtype, source=str(folder / "config.json"))   # before allocating
     model = family.build(config, tensors).astype(float_dtype)
     fill(model, family, tensors, folder)
     return model.eval().to(device)

@@ -14,8 +14,30 @@ import dataclasses
 from dataclasses import dataclass
 
 
+# What each annotation of a config field admits. A config is often read from a file someone
+# else wrote (config.json), so every field is checked against its type before its value is.
+_ADMITS = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+
+
+def _check_types(cfg) -> None:
+    name = type(cfg).__name__
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        kinds = [k.strip() for k in str(f.type).split("|")]
+        if v is None and "None" in kinds:
+            continue
+        allowed = tuple(t for k in kinds for t in _ADMITS.get(k, ()))
+        # bool is an int subclass: True is no layer count, and 1 is no switch
+        ok = isinstance(v, allowed) and (isinstance(v, bool) == (bool in allowed))
+        if not ok:
+            raise ValueError(f"{name}: {f.name} must be {' or '.join(kinds)}, got {v!r} ({type(v).__name__})")
+        if isinstance(v, float) and not v == v:
+            raise ValueError(f"{name}: {f.name} must be a number, got NaN")
+
+
 def _check(cfg, ints=(), dropouts=(), positive=()):
     name = type(cfg).__name__
+    _check_types(cfg)
     for f in ints:
         v = getattr(cfg, f)
         if not isinstance(v, int) or isinstance(v, bool) or v <= 0:

@@ -134,12 +134,11 @@ class Module:
                      for k in own if k in given and tuple(given[k].shape) != tuple(own[k].shape)]
         if misshaped or (strict and (missing or unexpected)):
             lines = [f"load_state_dict: the state dict does not fit {type(self).__name__}"]
-            if missing:
-                lines.append(f"  missing keys ({len(missing)}): {', '.join(missing)}")
-            if unexpected:
-                lines.append(f"  unexpected keys ({len(unexpected)}): {', '.join(unexpected)}")
-            if misshaped:
-                lines.append(f"  mis-shaped keys ({len(misshaped)}): {'; '.join(misshaped)}")
+            for what, keys, sep in (("missing", missing, ", "), ("unexpected", unexpected, ", "),
+                                    ("mis-shaped", misshaped, "; ")):
+                if keys:        # at most 30 named: a config off by a million layers must not print them all
+                    more = f"{sep}... and {len(keys) - 30} more" if len(keys) > 30 else ""
+                    lines.append(f"  {what} keys ({len(keys)}): {sep.join(keys[:30])}{more}")
             lines.append("  load a checkpoint of the same model and config, or pass strict=False "
                          "to skip missing and unexpected keys (shapes must always match)")
             raise ValueError("\n".join(lines))
