@@ -53,7 +53,7 @@ import numpy as np
 
 import minitransformer as mt
 from minitransformer import backend, hf, models, objectives, optim
-from minitransformer.hf.families import CONV1D, family_of_model
+from minitransformer.hf.architectures import CONV1D, family_of_model
 
 from benchmarks.harness import interleaved, median, median_ratio, rel_error, sync_for
 

@@ -27,7 +27,7 @@ import numpy
 
 from minitransformer import backend
 from minitransformer.checkpoint import CheckpointError
-from minitransformer.hf.families import CONV1D, FAMILIES, UnsupportedConfig, family_of_model
+from minitransformer.hf.architectures import CONV1D, FAMILIES, UnsupportedConfig, family_of_model
 from minitransformer.hf.tensor_file import read_tensors, write_tensors
 
 PICKLES = ("pytorch_model.bin", "pytorch_model.bin.index.json")

@@ -1,4 +1,5 @@
-"""Per family: the config translation both ways, and the table of parameter names.
+"""Per transformers architecture (one for each of our families): the config translation
+both ways, and the table of parameter names.
 
 Each table row reads ``(our parameter, transformers key, layout)``. ``SAME`` copies the
 array; ``CONV1D`` transposes it, because GPT-2 stores its projections as "Conv1D" weights of
