@@ -22,13 +22,6 @@ OBJECTIVES = {
     "span": ("span corruption", "write out the spans of tokens replaced by sentinels in the input"),
 }
 
-USES = {
-    "gpt": "text generation and zero-shot prompting (compare the likelihoods of candidate answers)",
-    "bert": "sentence classification and token classification (e.g. named entities) after fine-tuning",
-    "t5": "sequence-to-sequence tasks (translation, summarisation, question answering) after fine-tuning",
-}
-
-
 def _count(model) -> tuple[int, int]:
     total = model.num_parameters()
     embedding = sum(p.size for n, p in model.named_parameters()
@@ -39,7 +32,10 @@ def _count(model) -> tuple[int, int]:
 def model_card(model, train_config=None, step: int = 0, tokens: int = 0, metrics: dict | None = None,
                info: dict | None = None) -> str:
     """Markdown text of the model card for ``model`` after ``step`` steps of ``train_config``."""
+    from minitransformer import families
+
     cfg = model.config
+    family = families.of(cfg)
     info = info or {}
     metrics = metrics or {}
     total, non_embedding = _count(model)
@@ -47,8 +43,7 @@ def model_card(model, train_config=None, step: int = 0, tokens: int = 0, metrics
     obj_name, obj_desc = OBJECTIVES.get(objective, (objective, ""))
     flops = 6 * non_embedding * tokens
     trained_here = train_config is not None or step > 0 or tokens > 0
-    kind = ('decoder-only' if cfg.family == 'gpt' else 'encoder-only' if cfg.family == 'bert'
-            else 'encoder-decoder')
+    kind = family.architecture
     description = info.get("description") or (
         f"A {cfg.family.upper()}-architecture transformer pre-trained from scratch with minitransformer."
         if trained_here else
@@ -97,7 +92,7 @@ def model_card(model, train_config=None, step: int = 0, tokens: int = 0, metrics
         "",
         "## Intended uses",
         "",
-        f"- {USES.get(cfg.family, 'research and teaching')}",
+        f"- {family.used_for}",
         "- Teaching and experiments: small enough to train and inspect on a laptop." if total < 50_000_000
         else "- Teaching and experiments: runs on a laptop CPU, slowly; a GPU helps.",
         *(f"- {u}" for u in info.get("uses", ())),

@@ -193,7 +193,7 @@ def _tokenizer_config(tokenizer, model) -> dict:
             out[f"{role}_token"] = tokenizer.id_to_token(getattr(tokenizer, f"{role}_id"))
         except (AttributeError, ValueError):
             continue            # this tokenizer has no token for that role
-    if c.family == "gpt" and "eos_token" in out:
+    if family_of_model(model).bos_is_eos and "eos_token" in out:
         out["bos_token"] = out["eos_token"]
     return out
 

@@ -180,3 +180,19 @@ def test_rel_error_reads_every_array_kind():
     assert harness.rel_error(mt.tensor(a), torch.tensor(a)) == 0.0
     assert harness.rel_error(a * 1.5, a) == pytest.approx(0.5)
     assert harness.rel_error(np.zeros(2), np.zeros(2)) == 0.0
+
+
+def test_op_timer_times_every_op_through_the_engine_hook():
+    from benchmarks.step_profile import OpTimer
+    from minitransformer.autograd import hooks
+
+    cfg = train_steps.MICRO["gpt"]
+    batch = train_steps.make_batch("gpt", cfg, 2, 16)
+    model = mt.models.build(cfg)
+    with OpTimer(lambda: None) as timer:
+        model.loss(batch).backward()
+    blocks = cfg.n_layer
+    # per block qkv, o, fc, proj; then the tied head
+    assert timer.calls["Linear.forward"] == timer.calls["Linear.backward"] == 4 * blocks + 1
+    assert set(timer.seconds) == set(timer.calls) and all(s >= 0 for s in timer.seconds.values())
+    assert not hooks.observing()
