@@ -8,9 +8,10 @@ twin, same weights, same batch, AdamW):
 
 1. **Phases**, uninstrumented: forward (the loss), backward, optimizer update; the median
    of interleaved steps, so these are the true costs.
-2. **Ops**, instrumented: ours by wrapping every autograd ``Function``'s forward and
-   backward with a timer (so a row is one op kind, e.g. ``Linear.backward``; the rest of
-   the forward + backward wall time is the engine and Python: graph recording, the
+2. **Ops**, instrumented: ours by a timer the autograd engine calls around every
+   ``Function``'s forward and backward (``mt.autograd.observe``; so a row is one op kind,
+   e.g. ``Linear.backward``; the rest of the forward + backward wall time is the engine
+   and Python: graph recording, the
    topological sort, module calls, gradient accumulation); PyTorch's by
    ``torch.profiler`` (self CPU time of each aten op; the autograd engine's per-node
    wrappers are their own category). Both are grouped into the same categories (matmul,
@@ -63,54 +64,34 @@ def category(name: str, ours: bool) -> str:
 # Ours: a timer around every Function's forward and backward
 # =======================================================================================
 
-def _all_functions():
-    out, todo = [], [mt.Function]
-    while todo:
-        cls = todo.pop()
-        for sub in cls.__subclasses__():
-            out.append(sub)
-            todo.append(sub)
-    return out
-
-
 class OpTimer:
-    """While active, accumulates seconds per ``Class.forward`` / ``Class.backward``."""
+    """While active, accumulates seconds per ``Class.forward`` / ``Class.backward``: an
+    observer of the autograd engine (``mt.autograd.observe``), which calls it around every
+    op's forward and backward."""
 
     def __init__(self, sync):
         self.sync = sync
         self.seconds = defaultdict(float)
         self.calls = defaultdict(int)
-        self._saved = []
+        self._observing = None
 
-    def _wrap(self, cls, method: str):
-        original = getattr(cls, method)
-        key = f"{cls.__name__}.{method}"
-        seconds, calls, sync = self.seconds, self.calls, self.sync
-
-        def timed(*args, **kwargs):
-            start = time.perf_counter()
-            out = original(*args, **kwargs)
-            sync()
-            seconds[key] += time.perf_counter() - start
-            calls[key] += 1
-            return out
-        self._saved.append((cls, method, cls.__dict__.get(method)))
-        setattr(cls, method, staticmethod(timed))
+    def __call__(self, fn, phase, ctx, arrays, run):
+        key = f"{fn.__name__}.{phase}"
+        start = time.perf_counter()
+        out = run()
+        self.sync()
+        self.seconds[key] += time.perf_counter() - start
+        self.calls[key] += 1
+        return out
 
     def __enter__(self):
-        for cls in _all_functions():
-            self._wrap(cls, "forward")
-            self._wrap(cls, "backward")
+        self._observing = mt.autograd.observe(self)
+        self._observing.__enter__()
         return self
 
     def __exit__(self, *exc):
-        for cls, method, own in reversed(self._saved):
-            if own is None:
-                delattr(cls, method)
-            else:
-                setattr(cls, method, own)
-        self._saved.clear()
-        return False
+        observing, self._observing = self._observing, None
+        return observing.__exit__(*exc)
 
 
 # =======================================================================================

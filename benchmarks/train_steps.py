@@ -27,7 +27,8 @@ and the row says so, with how far each side's float32 gradients are from float64
 tokens/s is tokens per step over the median step time, and the ratio is the median over
 rounds of time(theirs) / time(ours) (above 1: ours is faster).
 
-**Model FLOPs and MFU.** A matrix product with a weight of P entries costs 2 P FLOPs per
+**Model FLOPs and MFU.** The count is ``scaling.step_flops``, the one account of a step's
+cost. A matrix product with a weight of P entries costs 2 P FLOPs per
 token forward and 4 P backward (the gradients of the input and of the weight): 6 P per
 token. Attention adds its two products per layer, QK^T and PV, which have no weights:
 forward 4 T_q T_k d_attn per sequence, times 3 for forward + backward, counting every
@@ -52,8 +53,8 @@ import tempfile
 import numpy as np
 
 import minitransformer as mt
-from minitransformer import backend, hf, models, objectives, optim
-from minitransformer.hf.families import CONV1D, family_of_model
+from minitransformer import backend, hf, models, objectives, optim, scaling
+from minitransformer.hf.architectures import CONV1D, family_of_model
 
 from benchmarks.harness import interleaved, median, median_ratio, rel_error, sync_for
 
@@ -126,37 +127,21 @@ def make_batch(family: str, cfg, batch_size: int, seq_len: int, seed: int = 0) -
 
 
 def tokens_per_step(family: str, batch: dict) -> int:
-    b, t = batch["input_ids"].shape
-    if family == "t5":
-        return int(b * (t + batch["decoder_input_ids"].shape[1]))
-    return int(b * t)
+    """Input tokens of a step: the encoder's and, for an encoder-decoder, the decoder's."""
+    return int(sum(batch[k].size for k in ("input_ids", "decoder_input_ids") if k in batch))
 
 
 def model_flops(family: str, cfg, batch: dict) -> dict:
-    """Model FLOPs of one training step (forward + backward), as the module docstring counts."""
+    """Model FLOPs of one training step (forward + backward), as the module docstring counts:
+    ``scaling.step_flops``, the account ``minitransformer info`` and the scaling study use,
+    with the output layer charged for this batch's logit rows (BERT: its labelled positions)."""
     b, t = batch["input_ids"].shape
-    if family == "gpt":
-        c, f, layers, v = cfg.n_embd, cfg.d_ff, cfg.n_layer, cfg.vocab_size
-        weights = 6 * layers * (4 * c * c + 2 * c * f) * b * t      # q, k, v, o; two FFN layers
-        weights += 6 * v * c * b * t                                # the head runs on every position (the last one is ignored by the loss)
-        attention = 12 * layers * b * t * t * c
-    elif family == "bert":
-        c, f, layers, v = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers, cfg.vocab_size
-        labelled = int((batch["labels"] != objectives.IGNORE_INDEX).sum())
-        weights = 6 * layers * (4 * c * c + 2 * c * f) * b * t
-        weights += 6 * (c * c + v * c) * labelled                   # MLM transform + vocabulary, labelled only
-        attention = 12 * layers * b * t * t * c
-    else:
-        c, f, v = cfg.d_model, cfg.d_ff, cfg.vocab_size
-        inner = cfg.num_heads * cfg.d_kv
-        ff = (3 if cfg.is_gated else 2) * c * f
-        td = batch["decoder_input_ids"].shape[1]
-        enc = cfg.num_layers * (4 * c * inner + ff) * b * t
-        dec = cfg.decoder_layers * ((6 * c * inner + ff) * b * td     # self q,k,v,o; cross q,o; FFN
-                                    + 2 * c * inner * b * t)          # cross k, v over the encoder output
-        weights = 6 * (enc + dec + v * c * b * td)
-        attention = 12 * inner * b * (cfg.num_layers * t * t + cfg.decoder_layers * (td * td + td * t))
-    return {"weights": float(weights), "attention": float(attention), "total": float(weights + attention)}
+    dec = batch.get("decoder_input_ids")
+    td = None if dec is None else dec.shape[1]
+    labelled = int((batch["labels"] != objectives.IGNORE_INDEX).sum())
+    rows = round(scaling.logit_rows(cfg, b, t, td, mlm_fraction=labelled / (b * t)))   # whole rows
+    flops = scaling.step_flops(cfg, b, t, td, head_rows=rows)
+    return {"weights": flops["weights"], "attention": flops["attention"], "total": flops["total"]}
 
 
 # =======================================================================================
@@ -401,7 +386,7 @@ def bench_pair(pair: Pair, shape: str, repeat: int, warmup: int, peak_flop_per_s
     flops = model_flops(pair.family, pair.config, batch)
     row = {"family": pair.family, "shape": shape, "batch": list(batch["input_ids"].shape),
            "params": pair.ours.num_parameters(), "tokens_per_step": tokens, "model_flops": flops}
-    if pair.family == "t5":
+    if "decoder_input_ids" in batch:
         row["decoder_length"] = int(batch["decoder_input_ids"].shape[1])
     check = agreement(pair)
     row["agreement"] = summary(check)

@@ -20,7 +20,7 @@ __version__ = "0.1.0"
 
 # Subpackages imported on first use, so ``import minitransformer`` stays quick.
 _LAZY = ("nn", "models", "data", "objectives", "optim", "train", "generate", "hf", "testing",
-         "scaling", "finetune", "dist")
+         "scaling", "families", "finetune", "dist")
 
 
 def __getattr__(name):

@@ -420,6 +420,12 @@ class Linear(Function):
         db = g2.sum(axis=0) if ctx.needs_input_grad[2] else None
         return dx, dw, db
 
+    @staticmethod
+    def flops(ctx, phase, *arrays):
+        """2 N in out forward (N rows); backward one product as large for dx and one for dW."""
+        product = 2 * (ctx.x.size // ctx.x.shape[-1]) * ctx.weight.size
+        return product if phase == "forward" else product * sum(ctx.needs_input_grad[:2])
+
 
 def linear(x, weight, bias=None):
     return Linear.apply(x, weight, bias)
@@ -480,6 +486,19 @@ class FlashAttention(Function):
         if dbias is not None:
             dbias = unbroadcast(dbias, ctx.bias_shape)
         return dq, dk, dv, dbias
+
+    @staticmethod
+    def flops(ctx, phase, *arrays):
+        """The products of the attention it computes, over every (query, key) pair: QK^T and
+        PV forward (2 Tq Tk D each per head), dV, dP, dQ and dK backward (twice that). The
+        kernel itself also recomputes QK^T in backward and skips tiles a causal mask hides
+        entirely; the count is the model's work, not the kernel's."""
+        from minitransformer.autograd.hooks import matmul_flops
+
+        q, k, v = ctx.q, ctx.k, ctx.v
+        qk = matmul_flops(q.shape, k.shape[:-2] + (k.shape[-1], k.shape[-2]))   # (Tq, D) @ (D, Tk)
+        pv = matmul_flops(q.shape[:-1] + (k.shape[-2],), v.shape)               # (Tq, Tk) @ (Tk, D)
+        return (qk + pv) * (1 if phase == "forward" else 2)
 
 
 def scaled_dot_product_attention(q, k, v, mask=None, is_causal: bool = False, bias=None,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy
 
-from minitransformer import backend
+from minitransformer import backend, families
 from minitransformer.autograd import Tensor, no_grad
 
 
@@ -72,7 +72,7 @@ def generate(model, prompts, max_new_tokens: int = 50, temperature: float = 0.0,
     ``max_new_tokens``. ``use_cache=False`` recomputes the whole sequence each step (the
     slow, obviously correct path, kept for tests).
     """
-    if model.config.family != "gpt":
+    if families.of(model).architecture != "decoder-only":
         raise ValueError(f"generate continues text with a GPT model; this is a {model.config.family} model "
                          "(use fill_mask for BERT, fill_spans or seq2seq for T5)")
     rng = numpy.random.default_rng(seed)
@@ -130,7 +130,7 @@ def seq2seq_greedy(model, inputs, max_new_tokens: int = 50, eos_id: int = 1, pad
                    decoder_start_id: int | None = None):
     """Greedy decoding with a T5 model for each input (a list of token-id lists): at every
     step take the most likely token; a row stops at EOS (kept in its output)."""
-    if model.config.family != "t5":
+    if families.of(model).architecture != "encoder-decoder":
         raise ValueError(f"seq2seq decoding needs a T5 model, got a {model.config.family} model")
     start = pad_id if decoder_start_id is None else decoder_start_id
     xp = backend.module_for_device(model.device)
@@ -164,7 +164,7 @@ def seq2seq_beam(model, inputs, num_beams: int = 4, max_new_tokens: int = 50, eo
     scored by log p / length ** length_penalty; search stops when every input has
     ``num_beams`` finished hypotheses better than any open one could become (or at the limit).
     """
-    if model.config.family != "t5":
+    if families.of(model).architecture != "encoder-decoder":
         raise ValueError(f"seq2seq decoding needs a T5 model, got a {model.config.family} model")
     start = pad_id if decoder_start_id is None else decoder_start_id
     xp = backend.module_for_device(model.device)
@@ -230,7 +230,7 @@ def seq2seq_beam(model, inputs, num_beams: int = 4, max_new_tokens: int = 50, eo
 
 def fill_mask(model, tokenizer, text: str, top_k: int = 5):
     """For each mask token in ``text``, the ``top_k`` most likely (token string, probability)."""
-    if model.config.family != "bert":
+    if families.of(model).architecture != "encoder-only":
         raise ValueError(f"fill-mask needs a BERT model, got a {model.config.family} model")
     mask_token = tokenizer.id_to_token(tokenizer.mask_id)
     if mask_token not in text:
@@ -258,7 +258,7 @@ def fill_spans(model, tokenizer, text: str, max_new_tokens: int = 32, num_beams:
 
     Returns (the completed text, the list of span strings in slot order).
     """
-    if model.config.family != "t5":
+    if families.of(model).architecture != "encoder-decoder":
         raise ValueError(f"fill-spans needs a T5 model, got a {model.config.family} model")
     sentinels = [tokenizer.sentinel_id(k) for k in range(tokenizer.num_sentinels)]
     ids = tokenizer.encode(text, allowed_special="all")

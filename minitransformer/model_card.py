@@ -22,17 +22,6 @@ OBJECTIVES = {
     "span": ("span corruption", "write out the spans of tokens replaced by sentinels in the input"),
 }
 
-# What a hub shows for each family: the task widget, and the tags people search by.
-PIPELINE_TAGS = {"gpt": "text-generation", "bert": "fill-mask", "t5": "text2text-generation"}
-TAGS = {"gpt": ["gpt2", "causal-lm"], "bert": ["bert", "masked-lm"], "t5": ["t5", "span-corruption"]}
-
-USES = {
-    "gpt": "text generation and zero-shot prompting (compare the likelihoods of candidate answers)",
-    "bert": "sentence classification and token classification (e.g. named entities) after fine-tuning",
-    "t5": "sequence-to-sequence tasks (translation, summarisation, question answering) after fine-tuning",
-}
-
-
 def _count(model) -> tuple[int, int]:
     total = model.num_parameters()
     embedding = sum(p.size for n, p in model.named_parameters()
@@ -40,7 +29,7 @@ def _count(model) -> tuple[int, int]:
     return total, total - embedding
 
 
-def front_matter(family: str, info: dict, metrics: dict) -> list[str]:
+def front_matter(family, info: dict, metrics: dict) -> list[str]:
     """The YAML block hubs read before a card's text: library, license, tags, task, data, metrics.
 
     The license is the weights', which the library's own (MIT) does not decide: "unknown"
@@ -50,8 +39,8 @@ def front_matter(family: str, info: dict, metrics: dict) -> list[str]:
         return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
     lines = ["---", "library_name: minitransformer", f"license: {item(info.get('license', 'unknown'))}",
-             "tags:", *(f"- {item(t)}" for t in ["minitransformer", *TAGS.get(family, []), "pre-training"]),
-             f"pipeline_tag: {PIPELINE_TAGS.get(family, 'feature-extraction')}"]
+             "tags:", *(f"- {item(t)}" for t in ["minitransformer", *family.hub_tags, "pre-training"]),
+             f"pipeline_tag: {family.pipeline_tag}"]
     if info.get("datasets"):
         lines += ["datasets:", *(f"- {item(d)}" for d in info["datasets"])]
     if "val_loss" in metrics:
@@ -63,7 +52,10 @@ def model_card(model, train_config=None, step: int = 0, tokens: int = 0, metrics
                info: dict | None = None) -> str:
     """Markdown text of the model card for ``model`` after ``step`` steps of ``train_config``,
     opened by the YAML front matter hubs read (``front_matter``)."""
+    from minitransformer import families
+
     cfg = model.config
+    family = families.of(cfg)
     info = info or {}
     metrics = metrics or {}
     total, non_embedding = _count(model)
@@ -71,14 +63,13 @@ def model_card(model, train_config=None, step: int = 0, tokens: int = 0, metrics
     obj_name, obj_desc = OBJECTIVES.get(objective, (objective, ""))
     flops = 6 * non_embedding * tokens
     trained_here = train_config is not None or step > 0 or tokens > 0
-    kind = ('decoder-only' if cfg.family == 'gpt' else 'encoder-only' if cfg.family == 'bert'
-            else 'encoder-decoder')
+    kind = family.architecture
     description = info.get("description") or (
         f"A {cfg.family.upper()}-architecture transformer pre-trained from scratch with minitransformer."
         if trained_here else
         f"A {cfg.family.upper()}-architecture transformer ({type(model).__name__}) saved by minitransformer.")
     lines = [
-        *front_matter(cfg.family, info, metrics),
+        *front_matter(family, info, metrics),
         f"# {info.get('name', cfg.family + ' model')}",
         "",
         description,
@@ -122,7 +113,7 @@ def model_card(model, train_config=None, step: int = 0, tokens: int = 0, metrics
         "",
         "## Intended uses",
         "",
-        f"- {USES.get(cfg.family, 'research and teaching')}",
+        f"- {family.used_for}",
         "- Teaching and experiments: small enough to train and inspect on a laptop." if total < 50_000_000
         else "- Teaching and experiments: runs on a laptop CPU, slowly; a GPU helps.",
         *(f"- {u}" for u in info.get("uses", ())),

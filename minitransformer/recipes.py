@@ -15,22 +15,17 @@ import dataclasses
 import hashlib
 from pathlib import Path
 
-from minitransformer import data, models, objectives
+from minitransformer import data, families, models
 from minitransformer.train import TrainConfig, Trainer
-
-FAMILY_OF_OBJECTIVE = {"clm": "gpt", "mlm": "bert", "span": "t5"}
-DEFAULT_PRESET = {"clm": "gpt-tiny", "mlm": "bert-tiny", "span": "t5-tiny"}
-
 
 def check_objective(objective: str, preset: str | None) -> str:
     """The preset to use for ``objective``; a preset of another family is an error."""
-    if objective not in FAMILY_OF_OBJECTIVE:
-        raise ValueError(f"unknown objective {objective!r}; choose clm (GPT), mlm (BERT) or span (T5)")
-    preset = preset or DEFAULT_PRESET[objective]
+    want = families.by_objective(objective)
+    preset = preset or want.tiny_preset
     family = models.preset(preset).family
-    if family != FAMILY_OF_OBJECTIVE[objective]:
+    if family != want.name:
         raise ValueError(f"preset {preset!r} is a {family} model, but objective {objective!r} trains "
-                         f"{FAMILY_OF_OBJECTIVE[objective]} models; pick e.g. --preset {DEFAULT_PRESET[objective]}")
+                         f"{want.name} models; pick e.g. --preset {want.tiny_preset}")
     return preset
 
 
@@ -81,19 +76,7 @@ def token_stream(docs, tokenizer, split: str):
 
 def make_objective(objective: str, tokens, tokenizer, block_size: int, seed: int, shuffle: bool = True):
     """The batch builder of ``objective`` over a token stream."""
-    if objective == "clm":
-        return objectives.CLMObjective(tokens, block_size, eos_id=tokenizer.eos_id, seed=seed, shuffle=shuffle)
-    if objective == "mlm":
-        return objectives.MLMObjective(
-            tokens, block_size, vocab_size=tokenizer.vocab_size, mask_id=tokenizer.mask_id,
-            cls_id=tokenizer.cls_id, sep_id=tokenizer.sep_id, pad_id=tokenizer.pad_id,
-            special_ids=tokenizer.special_ids, seed=seed, shuffle=shuffle)
-    if objective == "span":
-        return objectives.SpanCorruptionObjective(
-            tokens, block_size, vocab_size=tokenizer.vocab_size, eos_id=tokenizer.eos_id,
-            pad_id=tokenizer.pad_id, decoder_start_id=tokenizer.pad_id, seed=seed,
-            special_ids=tokenizer.special_ids, shuffle=shuffle)
-    raise ValueError(f"unknown objective {objective!r}")
+    return families.by_objective(objective).make_objective(tokens, tokenizer, block_size, seed, shuffle)
 
 
 def model_config(preset: str, tokenizer, block_size: int, **overrides):

@@ -72,7 +72,11 @@ def _rows(batch: dict, lo: int, hi: int) -> dict:
 
 
 def evaluate(model, objective, batches: int, batch_size: int, device: str = "cpu") -> dict:
-    """Validation loss (nats per target token), perplexity, and masked-token accuracy (MLM)."""
+    """Validation loss (nats per target token), perplexity, and, for a family that reports it
+    (masked LM), the accuracy on the predicted tokens."""
+    from minitransformer import families
+
+    accuracy = families.of(model).reports_accuracy
     was_training = model.training
     model.eval()
     total, count, correct = 0.0, 0, 0
@@ -82,7 +86,7 @@ def evaluate(model, objective, batches: int, batch_size: int, device: str = "cpu
             n = count_targets(batch, model)
             if n == 0:
                 continue
-            if "token_type_ids" in batch:      # MLM: also report accuracy on the masked tokens
+            if accuracy:                        # the argmax of the logits at every target
                 logits = model(batch["input_ids"], attention_mask=batch["attention_mask"],
                                token_type_ids=batch["token_type_ids"])
                 from minitransformer.functional import cross_entropy
@@ -97,7 +101,7 @@ def evaluate(model, objective, batches: int, batch_size: int, device: str = "cpu
     model.train(was_training)
     loss = total / max(count, 1)
     out = {"val_loss": loss, "val_ppl": math.exp(min(loss, 50.0)), "val_tokens": count}
-    if correct or objective.__class__.__name__.startswith("MLM"):
+    if accuracy:
         out["val_accuracy"] = correct / max(count, 1)
     return out
 

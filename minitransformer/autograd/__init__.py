@@ -1,9 +1,10 @@
 """Reverse-mode automatic differentiation on NumPy and CuPy arrays.
 
-Reading order: ``tensor`` (the Tensor and backward), ``function`` (how an op joins the
-graph), ``ops`` (the primitive ops), ``gradcheck`` (checking any op's backward against
-finite differences).
+Reading order: ``hooks`` (the engine's hook for observers: FLOP counters, timers),
+``tensor`` (the Tensor and backward), ``function`` (how an op joins the graph), ``ops``
+(the primitive ops), ``gradcheck`` (checking any op's backward against finite differences).
 """
+from minitransformer.autograd.hooks import matmul_flops, observe
 from minitransformer.autograd.tensor import Tensor, tensor
 from minitransformer.autograd.function import (
     Context, Function, enable_grad, is_grad_enabled, no_grad, unbroadcast,
@@ -18,5 +19,5 @@ __all__ = [
     "Tensor", "tensor", "Function", "Context", "no_grad", "enable_grad", "is_grad_enabled",
     "unbroadcast", "gradcheck", "GradcheckError", "concatenate", "stack", "split", "where",
     "maximum", "matmul", "exp", "log", "sqrt", "tanh", "sigmoid", "relu", "gelu", "squeeze",
-    "unsqueeze",
+    "unsqueeze", "observe", "matmul_flops",
 ]

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 
+from minitransformer.autograd import hooks as _hooks
 from minitransformer.autograd.tensor import Tensor, _grad_mode
 
 
@@ -65,13 +66,24 @@ class Function:
     def backward(ctx, grad):
         raise NotImplementedError
 
+    @staticmethod
+    def flops(ctx, phase: str, *arrays) -> int:
+        """Matrix-product FLOPs of this call's ``phase`` ("forward": ``arrays`` are the inputs;
+        "backward": ``(grad,)``), read after it ran; 0 for an op that multiplies no matrices.
+        FLOP counters ask each op through ``autograd.observe``."""
+        return 0
+
     @classmethod
     def apply(cls, *args, **kwargs):
         arrays = [a.data if isinstance(a, Tensor) else a for a in args]
         track = _grad_mode.enabled and any(isinstance(a, Tensor) and a.requires_grad for a in args)
         ctx = Context()
         ctx.needs_input_grad = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
-        out = cls.forward(ctx, *arrays, **kwargs)
+        if _hooks._observers:         # a FLOP counter or a timer is watching (autograd.observe)
+            out = _hooks.run_observed(cls, "forward", ctx, tuple(arrays),
+                                        lambda: cls.forward(ctx, *arrays, **kwargs))
+        else:
+            out = cls.forward(ctx, *arrays, **kwargs)
         result = Tensor._wrap(out, track)
         if track:
             result._node = Node(cls, ctx, tuple(a if isinstance(a, Tensor) else None for a in args))

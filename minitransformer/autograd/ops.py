@@ -182,6 +182,14 @@ class MatMul(Function):
         gb = unbroadcast(a.swapaxes(-1, -2) @ g, b.shape) if ctx.needs_input_grad[1] else None
         return ga, gb
 
+    @staticmethod
+    def flops(ctx, phase, *arrays):
+        """2 m k n per matrix forward; backward one product as large per input gradient (da, db)."""
+        from minitransformer.autograd.hooks import matmul_flops
+
+        product = matmul_flops(ctx.a.shape, ctx.b.shape)
+        return product if phase == "forward" else product * sum(ctx.needs_input_grad[:2])
+
 
 def matmul(a, b):
     """Matrix product with NumPy's rules: 1-D operands are promoted, then the axis dropped."""

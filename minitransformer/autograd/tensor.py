@@ -17,9 +17,12 @@ After a backward pass the saved arrays are freed unless ``retain_graph=True``.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy
 
 from minitransformer import backend
+from minitransformer.autograd import hooks as _hooks
 
 
 class _GradMode:
@@ -189,7 +192,11 @@ class Tensor:
                     "backward(): trying to go through the graph a second time, but its saved "
                     "arrays were freed by the first backward; pass retain_graph=True to the first"
                 )
-            in_grads = node.fn.backward(node.ctx, g)
+            if _hooks._observers:   # a FLOP counter or a timer is watching (autograd.observe)
+                in_grads = _hooks.run_observed(node.fn, "backward", node.ctx, (g,),
+                                                 functools.partial(node.fn.backward, node.ctx, g))
+            else:
+                in_grads = node.fn.backward(node.ctx, g)
             if not isinstance(in_grads, tuple):
                 in_grads = (in_grads,)
             if len(in_grads) != len(node.inputs):

@@ -59,7 +59,7 @@ def _verbalizers(pairs) -> dict | None:
 
 
 def run(args) -> int:
-    from minitransformer import checkpoint
+    from minitransformer import checkpoint, families
     from minitransformer.finetune import run as ft_run
     from minitransformer.finetune import tasks, zero_shot
 
@@ -78,7 +78,7 @@ def run(args) -> int:
         report = ft_run.evaluate_finetuned(args.model, examples, args.device, num_beams=args.num_beams)
     else:
         model = checkpoint.load_model(args.model, device=args.device)
-        if model.config.family != "gpt":
+        if families.of(model).architecture != "decoder-only":
             raise CLIError(f"{args.model} holds a pre-trained {model.config.family.upper()} model; zero-shot "
                            "evaluation needs a GPT model, and an encoder must first be fine-tuned "
                            "('minitransformer finetune --out DIR', then evaluate DIR)")

@@ -52,13 +52,15 @@ def register(sub) -> None:
     s.set_defaults(func=run_fill_spans)
 
 
-def load(args, family=None):
-    from minitransformer import checkpoint
+def load(args, objective=None):
+    """(model, tokenizer) of ``args.model``; with ``objective``, a model pre-trained with it."""
+    from minitransformer import checkpoint, families
 
     check_device(args.device)
     model = checkpoint.load_model(args.model, device=args.device)
-    if family is not None and model.config.family != family:
-        raise CLIError(f"{args.model} holds a {model.config.family} model; this command needs a {family} model")
+    if objective is not None and families.of(model).objective != objective:
+        raise CLIError(f"{args.model} holds a {model.config.family} model; this command needs a "
+                       f"{families.by_objective(objective).name} model")
     tokenizer = checkpoint.load_tokenizer(args.model)
     if tokenizer is None:
         raise CLIError(f"{args.model} has no tokenizer.json; save the tokenizer with the model")
@@ -74,14 +76,15 @@ def _pad_id(tok) -> int:
 
 
 def run_generate(args) -> int:
-    from minitransformer import generate
+    from minitransformer import families, generate
 
     model, tok = load(args)
-    if model.config.family == "bert":
+    architecture = families.of(model).architecture
+    if architecture == "encoder-only":
         raise CLIError(f"{args.model} holds a BERT model, which does not generate text; use fill-mask")
     prompts = [tok.encode(p) for p in args.prompt]
     pad_id = _pad_id(tok)
-    if model.config.family == "t5":
+    if architecture == "encoder-decoder":
         inputs = [p + [tok.eos_id] for p in prompts]
         if args.beams > 1:
             outs = generate.seq2seq_beam(model, inputs, num_beams=args.beams, max_new_tokens=args.max_new_tokens,
@@ -103,7 +106,7 @@ def run_generate(args) -> int:
 def run_fill_mask(args) -> int:
     from minitransformer import generate
 
-    model, tok = load(args, "bert")
+    model, tok = load(args, "mlm")
     for i, cands in enumerate(generate.fill_mask(model, tok, args.text, top_k=args.top_k)):
         print(f"mask {i}: " + ", ".join(f"{t!r} {p:.3f}" for t, p in cands))
     return 0
@@ -112,7 +115,7 @@ def run_fill_mask(args) -> int:
 def run_fill_spans(args) -> int:
     from minitransformer import generate
 
-    model, tok = load(args, "t5")
+    model, tok = load(args, "span")
     filled, spans = generate.fill_spans(model, tok, args.text, max_new_tokens=args.max_new_tokens,
                                         num_beams=args.beams)
     print(filled)

@@ -24,7 +24,9 @@ def register(sub) -> None:
                        description="Pre-train a model from scratch: tokenizer, data, objective, training loop, "
                                    "checkpoints. Ctrl-C saves and stops; --resume continues.",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--objective", choices=["clm", "mlm", "span"], default="clm",
+    from minitransformer import families
+
+    p.add_argument("--objective", choices=families.OBJECTIVES, default="clm",
                    help="clm: next-token (GPT); mlm: masked tokens (BERT); span: span corruption (T5)")
     p.add_argument("--data", nargs="+", metavar="PATH",
                    help=".txt/.jsonl files or folders (default: the built-in corpus of stdlib docstrings)")
@@ -53,11 +55,10 @@ def register(sub) -> None:
 
 
 DEFAULT_STEPS = {"clm": 400, "mlm": 400, "span": 400}
-DEFAULT_LR = {"clm": 3e-3, "mlm": 1e-3, "span": 3e-3}
 
 
 def run(args) -> int:
-    from minitransformer import dist, recipes
+    from minitransformer import dist, families, recipes
     from minitransformer.train import NonFiniteLoss, TrainConfig
 
     check_device(args.device)
@@ -87,7 +88,7 @@ def run(args) -> int:
     cfg = TrainConfig(
         objective=args.objective, steps=args.steps or DEFAULT_STEPS[args.objective],
         batch_size=args.batch_size, micro_batch_size=args.micro_batch_size,
-        lr=args.lr or DEFAULT_LR[args.objective], warmup=args.warmup, schedule=args.schedule,
+        lr=args.lr or families.by_objective(args.objective).lr, warmup=args.warmup, schedule=args.schedule,
         eval_every=args.eval_every, save_every=args.save_every, seed=args.seed, device=args.device)
     t0 = time.perf_counter()
     say(f"preparing data and tokenizer ({args.vocab_size} tokens) ...", flush=True)
@@ -163,20 +164,6 @@ def run(args) -> int:
 
 def show_sample(model, tokenizer) -> str:
     """A short demonstration of what the model learned, for each family."""
-    from minitransformer import generate
+    from minitransformer import families
 
-    family = model.config.family
-    if family == "gpt":
-        prompt = "Return the"
-        ids = generate.generate(model, [tokenizer.encode(prompt)], max_new_tokens=40, temperature=0.8,
-                                top_k=40, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id, seed=0)[0]
-        return repr(prompt + tokenizer.decode([i for i in ids if i != tokenizer.eos_id]))
-    if family == "bert":
-        mask = tokenizer.id_to_token(tokenizer.mask_id)
-        text = f"Return the {mask} of the list."
-        best = generate.fill_mask(model, tokenizer, text, top_k=3)[0]
-        return f"{text!r} -> " + ", ".join(f"{t!r} ({p:.2f})" for t, p in best)
-    sentinel = tokenizer.id_to_token(tokenizer.sentinel_id(0))
-    text = f"Return the {sentinel} of the list."
-    filled, spans = generate.fill_spans(model, tokenizer, text, max_new_tokens=12)
-    return f"{text!r} -> {filled!r}"
+    return families.of(model).sample(model, tokenizer)

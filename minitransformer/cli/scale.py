@@ -30,7 +30,9 @@ def register(sub) -> None:
                                    "token budget, fit L(N) = E + A / N^alpha with confidence "
                                    "intervals, and write a report.",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--family", choices=["gpt", "bert", "t5"], default="gpt",
+    from minitransformer import families
+
+    p.add_argument("--family", choices=families.NAMES, default="gpt",
                    help="model family (objective: clm, mlm, span)")
     p.add_argument("--quick", action="store_true",
                    help=f"7 small sizes and {QUICK_TOKENS:,} tokens each (about 10 min on 2 CPU cores)")
@@ -56,7 +58,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from minitransformer import recipes, scaling
+    from minitransformer import families, recipes, scaling
 
     check_device(args.device)
     for path in args.data or ():
@@ -78,7 +80,7 @@ def run(args) -> int:
 
     t0 = time.perf_counter()
     print(f"preparing data and tokenizer ({args.vocab_size} tokens) ...", flush=True)
-    objective = scaling.FAMILY_OBJECTIVE[args.family]
+    objective = families.get(args.family).objective
     train_docs, val_docs, description = recipes.load_corpus(args.data)
     tokenizer = recipes.train_tokenizer(train_docs, args.vocab_size)
     train_tokens = recipes.token_stream(train_docs, tokenizer, "train")

@@ -25,15 +25,14 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from minitransformer import backend, checkpoint
+from minitransformer import backend, checkpoint, families
 from minitransformer.finetune import tasks as tasks_module
 from minitransformer.finetune.classify import Classification
 from minitransformer.finetune.loop import ExampleBatches, FinetuneConfig, fit
 from minitransformer.finetune.seq2seq import Seq2Seq
 from minitransformer.finetune.tag import Tagging
 
-FAMILY_OF_TASK = {"classify": "bert", "tag": "bert", "seq2seq": "t5"}
-OBJECTIVE_OF_FAMILY = {"bert": "mlm", "t5": "span", "gpt": "clm"}
+HANDLERS = {"classify": Classification, "tag": Tagging, "seq2seq": Seq2Seq}
 INFO_FILE = checkpoint.FINETUNE_FILE
 REPORT_FILE = "report.json"
 
@@ -45,11 +44,11 @@ def load_base(model_dir, task: str, device: str = "cpu"):
         raise ValueError(f"{model_dir} is already a fine-tuned model; fine-tune from the pre-trained "
                          "checkpoint it came from, or score it with 'minitransformer evaluate'")
     model = checkpoint.load_model(model_dir, device=device)
-    family, want = model.config.family, FAMILY_OF_TASK[task]
+    family, want = model.config.family, HANDLERS[task].family
     if family != want:
         raise ValueError(f"task {task!r} fine-tunes a {want.upper()} model, but {model_dir} holds a "
                          f"{family.upper()} model; pre-train one with 'minitransformer pretrain "
-                         f"--objective {OBJECTIVE_OF_FAMILY[want]}' (zero-shot use of a GPT model is "
+                         f"--objective {families.get(want).objective}' (zero-shot use of a GPT model is "
                          "'minitransformer evaluate')")
     tokenizer = checkpoint.load_tokenizer(model_dir)
     if tokenizer is None:

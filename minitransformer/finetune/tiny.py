@@ -20,12 +20,9 @@ from pathlib import Path
 import numpy
 
 from minitransformer import backend, data, models, recipes
+from minitransformer.families import get as get_family
 from minitransformer.finetune.tasks import pretraining_corpus
 from minitransformer.train import TrainConfig, Trainer
-
-OBJECTIVE = {"bert": "mlm", "gpt": "clm", "t5": "span"}
-PRESET = {"bert": "bert-tiny", "gpt": "gpt-tiny", "t5": "t5-tiny"}
-LR = {"bert": 2e-3, "gpt": 3e-3, "t5": 3e-3}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,16 +35,6 @@ class TinyConfig:
     n_docs: int = 3000          # documents of the generated corpus (about 125k tokens)
     batch_size: int = 16
     seed: int = 0
-
-
-def _overrides(family: str, c: TinyConfig) -> dict:
-    if family == "bert":
-        return dict(hidden_size=c.d_model, num_hidden_layers=c.layers, num_attention_heads=c.heads,
-                    intermediate_size=4 * c.d_model, max_position_embeddings=c.block_size)
-    if family == "gpt":
-        return dict(n_embd=c.d_model, n_layer=c.layers, n_head=c.heads, n_positions=c.block_size)
-    return dict(d_model=c.d_model, d_kv=c.d_model // c.heads, d_ff=4 * c.d_model,
-                num_layers=c.layers, num_decoder_layers=c.layers, num_heads=c.heads)
 
 
 def tokens_of(docs, tokenizer) -> numpy.ndarray:
@@ -73,15 +60,15 @@ def pretrain_tiny(out_dir, families=("bert", "gpt", "t5"), steps: int | dict = 3
     train_ids, val_ids = tokens_of(train_docs, tokenizer), tokens_of(val_docs, tokenizer)
     folders = {}
     for family in families:
-        if family not in OBJECTIVE:
-            raise ValueError(f"unknown family {family!r}; choose from {sorted(OBJECTIVE)}")
-        objective = OBJECTIVE[family]
+        fam = get_family(family)
+        objective = fam.objective
         n = steps[family] if isinstance(steps, dict) else steps
-        cfg = recipes.model_config(PRESET[family], tokenizer, config.block_size, **_overrides(family, config))
+        shape = fam.shape(config.d_model, config.layers, config.heads, config.block_size)
+        cfg = recipes.model_config(fam.tiny_preset, tokenizer, config.block_size, **shape)
         backend.manual_seed(config.seed)
         model = models.build(cfg)
         train_cfg = TrainConfig(objective=objective, steps=n, batch_size=config.batch_size,
-                                lr=LR[family], warmup=min(30, max(1, n // 10)), eval_every=0,
+                                lr=fam.small_lr, warmup=min(30, max(1, n // 10)), eval_every=0,
                                 eval_batches=4, save_every=0, keep_checkpoints=1, seed=config.seed)
         trainer = Trainer(
             model,

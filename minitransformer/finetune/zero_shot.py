@@ -24,7 +24,7 @@ from collections import Counter
 
 import numpy
 
-from minitransformer import backend
+from minitransformer import backend, families
 from minitransformer.autograd import no_grad
 from minitransformer.finetune import metrics
 from minitransformer.finetune.loop import pad
@@ -132,7 +132,7 @@ def zero_shot_classify(model, tokenizer, examples, template: str, verbalizers: d
                        calibrate: bool = False, normalize: str = "sum", prefix_eos: bool = True,
                        batch_size: int = 32) -> dict:
     """Classify ``examples`` ({"text", "label"}) by comparing label likelihoods; the report."""
-    if model.config.family != "gpt":
+    if families.of(model).architecture != "decoder-only":
         raise ValueError(f"zero-shot prompting scores text with a GPT (decoder-only) model, got a "
                          f"{model.config.family.upper()} model; fine-tune encoders with "
                          "'minitransformer finetune'")

@@ -12,14 +12,14 @@ models trained here be used by ``transformers``. Only safetensors are read: a Py
 command that converts it.
 
 Reading order: ``tensor_file`` (the safetensors format, by hand: a length, a JSON header,
-raw little-endian bytes), ``families`` (per family, the config translation and the table
-from our parameter names to transformers keys), ``convert`` (the folder-level load and
-save, with the report of every missing, unused or mis-shaped tensor), ``hub`` (a hub id to a
-folder of huggingface_hub's cache; a folder that exists always wins).
+raw little-endian bytes), ``architectures`` (per transformers architecture, the config
+translation and the table from our parameter names to transformers keys), ``convert`` (the
+folder-level load and save, with the report of every missing, unused or mis-shaped tensor),
+``hub`` (a hub id to a folder of huggingface_hub's cache; a folder that exists always wins).
 """
 from minitransformer.data.hf_tokenizers import load_tokenizer_json
+from minitransformer.hf.architectures import FAMILIES, UnsupportedConfig
 from minitransformer.hf.convert import ConversionError, load_pretrained, read_weights, save_pretrained
-from minitransformer.hf.families import FAMILIES, UnsupportedConfig
 from minitransformer.hf.hub import locate
 from minitransformer.hf.tensor_file import TensorFileError, read_tensors, write_tensors
 

@@ -27,7 +27,7 @@ import numpy
 
 from minitransformer import backend, limits
 from minitransformer.checkpoint import CheckpointError
-from minitransformer.hf.families import CONV1D, FAMILIES, UnsupportedConfig, family_of_model
+from minitransformer.hf.architectures import CONV1D, FAMILIES, UnsupportedConfig, family_of_model
 from minitransformer.hf.tensor_file import read_tensors, write_tensors
 
 PICKLES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -205,7 +205,7 @@ def _tokenizer_config(tokenizer, model) -> dict:
             out[f"{role}_token"] = tokenizer.id_to_token(getattr(tokenizer, f"{role}_id"))
         except (AttributeError, ValueError):
             continue            # this tokenizer has no token for that role
-    if c.family == "gpt" and "eos_token" in out:
+    if family_of_model(model).bos_is_eos and "eos_token" in out:
         out["bos_token"] = out["eos_token"]
     return out
 

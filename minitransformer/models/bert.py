@@ -150,7 +150,7 @@ class BERT(Module):
 
     def count_targets(self, batch: dict) -> int:
         from minitransformer.models.losses import count_targets
-        return count_targets(batch, "bert")
+        return count_targets(batch, self.config)
 
 
 class _BertClassifier(Module):
@@ -182,7 +182,7 @@ class _BertClassifier(Module):
 
     def count_targets(self, batch: dict) -> int:
         from minitransformer.models.losses import count_targets
-        return count_targets(batch, "bert")
+        return count_targets(batch, self.config)
 
 
 class BertForSequenceClassification(_BertClassifier):

@@ -119,4 +119,4 @@ class GPT(Module):
 
     def count_targets(self, batch: dict) -> int:
         from minitransformer.models.losses import count_targets
-        return count_targets(batch, "gpt")
+        return count_targets(batch, self.config)

@@ -12,26 +12,19 @@ import numpy
 from minitransformer import backend
 from minitransformer.autograd.ops import as_array
 
-FAMILIES = ("gpt", "bert", "t5")
 
+def _family_of(batch, family):
+    """The registry's record of ``family`` (a name, config or model), or the family the
+    batch's keys name (``families.of_batch``) when it is None."""
+    from minitransformer import families         # the registry sits above the models it lists
 
-def _family_of(batch, family) -> str:
     if family is None:
-        # T5 batches carry decoder inputs and BERT batches token types (and a sentence
-        # classifier's labels are one per row); a batch with none of these is read as a
-        # causal-LM batch. Pass family= (or the model) when a batch does not say.
-        if "decoder_input_ids" in batch:
-            return "t5"
-        labels = batch["labels"]
-        if "token_type_ids" in batch or getattr(labels, "ndim", 2) == 1:
-            return "bert"
-        return "gpt"
-    if not isinstance(family, str):
-        family = getattr(family, "family", None) or getattr(getattr(family, "config", None), "family", None)
-    if family not in FAMILIES:
-        raise ValueError(f"count_targets: family must be one of {FAMILIES} (or a config or "
-                         f"model), got {family!r}")
-    return family
+        return families.of_batch(batch)
+    try:
+        return families.get(family) if isinstance(family, str) else families.of(family)
+    except (TypeError, ValueError):
+        raise ValueError(f"count_targets: family must be one of {families.NAMES} (or a config or "
+                         f"model), got {family!r}") from None
 
 
 def count_targets(batch: dict, family=None, ignore_index: int = -100) -> int:
@@ -44,6 +37,4 @@ def count_targets(batch: dict, family=None, ignore_index: int = -100) -> int:
         raise KeyError(f"count_targets: the batch has no 'labels' (it has {sorted(batch)})")
     labels = as_array(batch["labels"])
     labels = labels if hasattr(labels, "dtype") else numpy.asarray(labels)
-    if _family_of(batch, family) == "gpt":
-        labels = labels[:, 1:]
-    return int(backend.xp(labels).count_nonzero(labels != ignore_index))
+    return int(backend.xp(labels).count_nonzero(_family_of(batch, family).targets(labels, ignore_index)))

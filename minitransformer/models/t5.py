@@ -164,4 +164,4 @@ class T5(Module):
 
     def count_targets(self, batch: dict) -> int:
         from minitransformer.models.losses import count_targets
-        return count_targets(batch, "t5")
+        return count_targets(batch, self.config)

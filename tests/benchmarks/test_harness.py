@@ -278,3 +278,19 @@ def test_compare_refuses_a_missing_or_foreign_file_in_one_line(tmp_path, capsys)
     assert cli.main(["compare", str(old), str(old)]) == 2
     assert "schema version None" in capsys.readouterr().err
     assert cli.main(["compare", str(old)]) == 2
+
+
+def test_op_timer_times_every_op_through_the_engine_hook():
+    from benchmarks.step_profile import OpTimer
+    from minitransformer.autograd import hooks
+
+    cfg = train_steps.MICRO["gpt"]
+    batch = train_steps.make_batch("gpt", cfg, 2, 16)
+    model = mt.models.build(cfg)
+    with OpTimer(lambda: None) as timer:
+        model.loss(batch).backward()
+    blocks = cfg.n_layer
+    # per block qkv, o, fc, proj; then the tied head
+    assert timer.calls["Linear.forward"] == timer.calls["Linear.backward"] == 4 * blocks + 1
+    assert set(timer.seconds) == set(timer.calls) and all(s >= 0 for s in timer.seconds.values())
+    assert not hooks.observing()

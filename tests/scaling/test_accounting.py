@@ -11,8 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import minitransformer as mt
 from minitransformer import functional, kernels, models, scaling
-from minitransformer.autograd import ops
+from minitransformer.autograd import hooks, ops
 from minitransformer.nn import attention as nn_attention
 from minitransformer.nn import layers as nn_layers
 from minitransformer.nn.module import Parameter
@@ -130,6 +131,37 @@ def test_flop_formula_is_exact_for_bert_and_t5(family):
     assert count.total == pytest.approx(scaling.training_flops(cfg, 4, 64, **shape), rel=1e-12)
 
 
+@pytest.mark.parametrize("family", ["gpt", "bert", "t5"])
+def test_logit_rows_and_step_flops_are_what_a_real_step_runs(family):
+    """One account for every user: the rows the output layer runs on (which the memory
+    formulas charge for the logits and their gradient) and the FLOPs of the step, against
+    what the engine's observer sees in a real forward and backward. One logit row more or
+    less is V d FLOPs and V numbers: far outside the tolerance, which only absorbs float
+    rounding of BERT's fractional mlm_fraction x B x T."""
+    cfg = SMALL[family]
+    batch, shape = _batch(family, cfg, np.random.default_rng(2))
+    b, t = batch["input_ids"].shape
+    model = models.build(cfg)
+    logits = []
+
+    def observer(fn, phase, ctx, arrays, run):
+        out = run()
+        if phase == "forward" and fn.flops(ctx, phase, *arrays) and out.shape[-1] == cfg.vocab_size:
+            logits.append(out.size // cfg.vocab_size)              # the output layer's product
+        return out
+
+    with kernels.using("reference"), mt.autograd.observe(observer), scaling.count_matmul_flops() as count:
+        model.loss(batch).backward()
+    assert len(logits) == 1
+    assert logits[0] == pytest.approx(scaling.logit_rows(cfg, b, t, **shape), rel=1e-12)
+    flops = scaling.step_flops(cfg, b, t, **shape)
+    assert count.total == pytest.approx(flops["total"], rel=1e-12)
+    assert count.by_op.get("FlashAttention.forward", 0) + count.by_op.get("MatMul.forward", 0) > 0
+    memory = scaling.activation_memory(cfg, b, t, kernels="reference", **shape)
+    if family == "gpt":                                           # its head keeps only the logits
+        assert memory["head"] == logits[0] * cfg.vocab_size * 4
+
+
 def test_flop_counter_restores_the_ops_even_after_an_error():
     before = (ops.MatMul.__dict__["forward"], functional.Linear.__dict__["backward"],
               functional.FlashAttention.__dict__["forward"])
@@ -139,6 +171,7 @@ def test_flop_counter_restores_the_ops_even_after_an_error():
     after = (ops.MatMul.__dict__["forward"], functional.Linear.__dict__["backward"],
              functional.FlashAttention.__dict__["forward"])
     assert before == after
+    assert not hooks.observing()                    # the counter's observer is gone
     with scaling.count_matmul_flops() as count:
         pass
     assert count.total == 0

@@ -1,4 +1,5 @@
-"""Per family: the config translation both ways, and the table of parameter names.
+"""Per transformers architecture (one for each of our families): the config translation
+both ways, and the table of parameter names.
 
 Each table row reads ``(our parameter, transformers key, layout)``. ``SAME`` copies the
 array; ``CONV1D`` transposes it, because GPT-2 stores its projections as "Conv1D" weights of
@@ -92,6 +93,7 @@ GPT2_FIELDS = ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "n_in
 
 class GPT2Family:
     model_type = "gpt2"
+    bos_is_eos = True           # GPT-2 starts documents with its end-of-text token
     aliases, ignored = GPT2_TIED, GPT2_IGNORED
 
     @staticmethod
@@ -192,6 +194,7 @@ BERT_ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh"
 
 class BertFamily:
     model_type = "bert"
+    bos_is_eos = False
     aliases, ignored = BERT_TIED, BERT_IGNORED
 
     @staticmethod
@@ -310,6 +313,7 @@ class T5Family:
     """
 
     model_type = "t5"
+    bos_is_eos = False
     aliases, ignored = T5_TIED, T5_IGNORED
 
     @staticmethod
