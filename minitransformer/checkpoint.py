@@ -29,9 +29,6 @@ import os
 import shutil
 from pathlib import Path
 
-import numpy
-
-from minitransformer import backend
 
 STATE_FILE = "trainer_state.json"
 FINETUNE_FILE = "finetune.json"    # marks a fine-tuned model folder (see minitransformer.finetune)
@@ -69,26 +66,21 @@ def _write_json(path: Path, obj) -> None:
 
 
 def save_arrays(path: Path, arrays: dict, metadata: dict | None = None) -> None:
-    """Write named arrays (any device) as a safetensors file, fsynced."""
-    from safetensors.numpy import save_file
+    """Write named arrays (any device) as a safetensors file (``hf.tensor_file.write_tensors``)."""
+    from minitransformer.hf.tensor_file import write_tensors
 
-    host = {k: numpy.ascontiguousarray(backend.to_numpy(v)) for k, v in arrays.items()}
-    save_file(host, str(path), metadata={k: str(v) for k, v in (metadata or {}).items()})
-    with open(path, "rb+") as f:
-        os.fsync(f.fileno())
+    write_tensors(path, arrays, metadata)
 
 
 def load_arrays(path: Path) -> dict:
-    """Read a safetensors file into NumPy arrays; a damaged file raises CheckpointError."""
-    from safetensors.numpy import load_file
+    """Read a safetensors file into NumPy arrays in their stored dtypes (bfloat16 as float32);
+    a damaged file raises CheckpointError (``hf.tensor_file.read_tensors``)."""
+    from minitransformer.hf.tensor_file import read_tensors
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
-    try:
-        return load_file(str(path))
-    except Exception as e:  # safetensors raises its own error types for bad headers/data
-        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+    return read_tensors(path, float_dtype=None)
 
 
 def config_to_dict(config) -> dict:
