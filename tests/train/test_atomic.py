@@ -1,8 +1,14 @@
 """Crash-safe writes: a fault injected at any stage of a write leaves the previous version
 intact (or, once the rename has happened, the complete new one), and no debris behind."""
+import re
+from pathlib import Path
+
+import numpy as np
 import pytest
 
-from minitransformer import atomic
+from minitransformer import atomic, checkpoint
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Fault(Exception):
@@ -66,3 +72,44 @@ def test_an_error_inside_the_block_keeps_the_previous_version(tmp_path):
     with pytest.raises(ValueError, match="mode must write"):
         with atomic.atomic_file(path, "ab"):
             pass
+
+
+@pytest.mark.parametrize("stage", atomic.STAGES)
+@pytest.mark.parametrize("write", ["model file", "step folder", "latest pointer"])
+def test_a_fault_while_saving_a_checkpoint_keeps_the_last_one_loadable(tmp_path, fail_at, stage, write):
+    from minitransformer import models
+
+    model = models.build(models.GPTConfig(vocab_size=20, n_positions=8, n_embd=8, n_layer=1, n_head=2))
+    first = checkpoint.save_checkpoint(tmp_path, 1, model)
+    old = checkpoint.load_arrays(first / "model.safetensors")
+    for _, p in model.named_parameters():
+        p.data[...] = 0.0
+    new = {k: np.array(v) for k, v in model.state_dict().items()}
+    # A save writes the model file, then (its "write" stage came first) the step folder, then the pointer.
+    nth = {"model file": 2 if stage == "write" else 1, "step folder": 1 if stage == "write" else 2,
+           "latest pointer": 3 if stage == "write" else 3}[write]
+    fail_at(stage, nth)
+    with pytest.raises(Fault, match={"model file": "model.safetensors", "step folder": "step-000002",
+                                     "latest pointer": "latest"}[write]):
+        checkpoint.save_checkpoint(tmp_path, 2, model)
+    ckpt = checkpoint.resolve(tmp_path)
+    switched = write == "latest pointer" and _after_rename(stage)
+    assert ckpt.name == ("step-000002" if switched else first.name)
+    checkpoint.verify(ckpt)
+    back = checkpoint.load_arrays(ckpt / "model.safetensors")
+    want = new if switched else old
+    assert all(np.array_equal(back[k], want[k]) for k in want)
+
+
+def test_every_crash_safe_write_goes_through_the_atomic_helper():
+    """A rename or an fsync outside minitransformer/atomic.py is a sixth idiom to fold back in."""
+    idiom = re.compile(r"os\.replace\(|os\.rename\(|\.rename\(|os\.fsync\(")
+    found = []
+    for f in sorted((ROOT / "minitransformer").rglob("*.py")):
+        if f.name == "atomic.py":
+            continue
+        for i, line in enumerate(f.read_text().splitlines(), 1):
+            code = line.split("#")[0]
+            if idiom.search(code) and not code.lstrip().startswith(("\"", "'")):
+                found.append(f"{f.relative_to(ROOT)}:{i}: {line.strip()}")
+    assert not found, "write these through minitransformer.atomic:\n" + "\n".join(found)
