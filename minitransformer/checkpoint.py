@@ -13,10 +13,10 @@ A training run's folder looks like this:
         tokenizer.json              when the run has a tokenizer
         README.md                   the model card
 
-A save writes every file into ``step-N.tmp``, fsyncs, renames the folder to ``step-N``
-(atomic on POSIX), then replaces ``latest`` by writing ``latest.tmp`` and renaming it over.
-A crash at any moment leaves ``latest`` naming a complete, checksummed checkpoint; a
-leftover ``.tmp`` folder is ignored and removed by the next save. On load every file's
+A save writes the folder ``step-N`` and then the pointer ``latest``, each through
+``minitransformer.atomic`` (written aside, fsynced, renamed into place, the parent folder
+fsynced). A crash at any moment leaves ``latest`` naming a complete, checksummed checkpoint;
+a leftover ``.tmp`` folder is ignored and removed by the next save. On load every file's
 SHA-256 is compared with the one recorded in ``trainer_state.json``, so a truncated or
 corrupted file is refused with a message naming it.
 """
@@ -25,13 +25,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
+import re
 import shutil
 from pathlib import Path
 
-import numpy
-
-from minitransformer import backend
+from minitransformer import atomic
 
 STATE_FILE = "trainer_state.json"
 FINETUNE_FILE = "finetune.json"    # marks a fine-tuned model folder (see minitransformer.finetune)
@@ -50,45 +48,27 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_json(path: Path, obj) -> None:
     with open(path, "w") as f:
         json.dump(obj, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def save_arrays(path: Path, arrays: dict, metadata: dict | None = None) -> None:
-    """Write named arrays (any device) as a safetensors file, fsynced."""
-    from safetensors.numpy import save_file
+    """Write named arrays (any device) as a safetensors file (``hf.tensor_file.write_tensors``)."""
+    from minitransformer.hf.tensor_file import write_tensors
 
-    host = {k: numpy.ascontiguousarray(backend.to_numpy(v)) for k, v in arrays.items()}
-    save_file(host, str(path), metadata={k: str(v) for k, v in (metadata or {}).items()})
-    with open(path, "rb+") as f:
-        os.fsync(f.fileno())
+    write_tensors(path, arrays, metadata)
 
 
 def load_arrays(path: Path) -> dict:
-    """Read a safetensors file into NumPy arrays; a damaged file raises CheckpointError."""
-    from safetensors.numpy import load_file
+    """Read a safetensors file into NumPy arrays in their stored dtypes (bfloat16 as float32);
+    a damaged file raises CheckpointError (``hf.tensor_file.read_tensors``)."""
+    from minitransformer.hf.tensor_file import read_tensors
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
-    try:
-        return load_file(str(path))
-    except Exception as e:  # safetensors raises its own error types for bad headers/data
-        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+    return read_tensors(path, float_dtype=None)
 
 
 def config_to_dict(config) -> dict:
@@ -118,41 +98,27 @@ def save_checkpoint(run_dir, step: int, model, optimizer=None, state: dict | Non
     run_dir = Path(run_dir)
     ckpt_root = run_dir / "checkpoints"
     ckpt_root.mkdir(parents=True, exist_ok=True)
-    for stale in ckpt_root.glob("*.tmp"):          # debris of an interrupted save
+    for stale in [*ckpt_root.glob("*.tmp"), *ckpt_root.glob("*.old")]:   # debris of an interrupted save
         shutil.rmtree(stale, ignore_errors=True)
     name = f"step-{step:06d}"
-    tmp = ckpt_root / f"{name}.tmp"
-    tmp.mkdir()
-
-    save_arrays(tmp / "model.safetensors", model.state_dict(), {"format": "pt"})
-    if optimizer is not None:
-        save_arrays(tmp / "optimizer.safetensors", optimizer.state_dict())
-    _write_json(tmp / "config.json", config_to_dict(model.config))
-    if tokenizer is not None:
-        tokenizer.save(tmp / "tokenizer.json")
-    if card is not None:
-        (tmp / "README.md").write_text(card)
-    files = sorted(p.name for p in tmp.iterdir())
-    full_state = dict(state or {}, step=step, format_version=FORMAT_VERSION,
-                      checksums={f: _sha256(tmp / f) for f in files})
-    _write_json(tmp / STATE_FILE, full_state)
-    _fsync_dir(tmp)
-
     final = ckpt_root / name
-    if final.exists():
-        shutil.rmtree(final)
-    os.rename(tmp, final)
-    _fsync_dir(ckpt_root)
-
-    pointer_tmp = run_dir / "latest.tmp"
-    pointer_tmp.write_text(f"checkpoints/{name}\n")
-    with open(pointer_tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(pointer_tmp, run_dir / "latest")
-    _fsync_dir(run_dir)
+    with atomic.atomic_folder(final) as tmp:
+        save_arrays(tmp / "model.safetensors", model.state_dict(), {"format": "pt"})
+        if optimizer is not None:
+            save_arrays(tmp / "optimizer.safetensors", optimizer.state_dict())
+        _write_json(tmp / "config.json", config_to_dict(model.config))
+        if tokenizer is not None:
+            tokenizer.save(tmp / "tokenizer.json")
+        if card is not None:
+            (tmp / "README.md").write_text(card)
+        files = sorted(p.name for p in tmp.iterdir())
+        full_state = dict(state or {}, step=step, format_version=FORMAT_VERSION,
+                          checksums={f: _sha256(tmp / f) for f in files})
+        _write_json(tmp / STATE_FILE, full_state)
+    atomic.write_text(run_dir / "latest", f"checkpoints/{name}\n")
 
     if keep > 0:
-        complete = sorted(p for p in ckpt_root.glob("step-*") if not p.name.endswith(".tmp"))
+        complete = sorted(p for p in ckpt_root.glob("step-*") if re.fullmatch(r"step-\d+", p.name))
         for old in complete[:-keep]:
             if old != final:
                 shutil.rmtree(old, ignore_errors=True)

@@ -44,7 +44,15 @@ def no_decay_names(model) -> set:
 
 
 class Optimizer:
-    """Shared plumbing: named parameters, per-parameter weight decay, state by name."""
+    """Shared plumbing: named parameters, per-parameter weight decay, state by name.
+
+    ``SLOTS`` names the per-parameter state tables (attributes of the same names, each
+    {parameter name: array}); ``hyperparameters()`` the keyword arguments, besides the
+    parameters and ``lr``, that build an optimizer following the same rule (a sharded
+    optimizer builds one over its slice this way).
+    """
+
+    SLOTS: tuple = ()
 
     def __init__(self, params, lr: float, weight_decay: float = 0.0, no_decay=()):
         self.params = _named(params)
@@ -58,6 +66,9 @@ class Optimizer:
     def zero_grad(self) -> None:
         for _, p in self.params:
             p.grad = None
+
+    def hyperparameters(self) -> dict:
+        return {"weight_decay": self.weight_decay, "no_decay": self.no_decay}
 
     def _decay(self, name) -> float:
         return 0.0 if name in self.no_decay else self.weight_decay
@@ -95,6 +106,8 @@ class AdamW(Optimizer):
     On the CPU a fused kernel (kernels/adamw.py) does the same arithmetic in one pass.
     """
 
+    SLOTS = ("m", "v")
+
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.01, no_decay=()):
         super().__init__(params, lr, weight_decay, no_decay)
@@ -102,6 +115,9 @@ class AdamW(Optimizer):
         self.eps = eps
         self.m = {n: backend.xp(p.data).zeros_like(p.data) for n, p in self.params}
         self.v = {n: backend.xp(p.data).zeros_like(p.data) for n, p in self.params}
+
+    def hyperparameters(self) -> dict:
+        return dict(super().hyperparameters(), betas=(self.beta1, self.beta2), eps=self.eps)
 
     def step(self) -> None:
         self.step_count += 1
@@ -153,11 +169,16 @@ class SGD(Optimizer):
     u <- mu u + g;   p <- p - lr wd p - lr u
     """
 
+    SLOTS = ("u",)
+
     def __init__(self, params, lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 0.0,
                  no_decay=()):
         super().__init__(params, lr, weight_decay, no_decay)
         self.momentum = momentum
         self.u = {n: backend.xp(p.data).zeros_like(p.data) for n, p in self.params}
+
+    def hyperparameters(self) -> dict:
+        return dict(super().hyperparameters(), momentum=self.momentum)
 
     def step(self) -> None:
         self.step_count += 1

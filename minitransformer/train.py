@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy
 
-from minitransformer import backend, checkpoint, optim
+from minitransformer import backend, checkpoint, dist, optim
 from minitransformer.autograd import no_grad
 from minitransformer.models import count_targets
 
@@ -110,7 +110,9 @@ class Trainer:
     """Runs (or resumes) one training run in ``out_dir``.
 
     ``progress``, if given, is called after each step with a dict of the step's metrics
-    (the CLI draws a progress bar from it); nothing here prints.
+    (the CLI draws a progress bar from it); nothing here prints. ``comm`` is the
+    data-parallel communicator (``minitransformer.dist``); without one the run is a single
+    process, whose communicator does nothing.
     """
 
     def __init__(self, model, train_data, val_data, config: TrainConfig, out_dir, tokenizer=None,
@@ -122,23 +124,21 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.tokenizer = tokenizer
         self.card_info = dict(card_info or {})
-        self.comm = None                      # data-parallel communicator (see distribute)
         model.to(config.device)               # before the optimizer, whose state follows the weights
         self.optimizer = optim.AdamW(
             model, lr=config.lr, betas=(config.beta1, config.beta2),
             weight_decay=config.weight_decay, no_decay=optim.no_decay_names(model),
         )
-        if comm is not None:
-            self.distribute(comm)
+        self.distribute(comm or dist.SingleProcess())
         self.schedule = optim.make_schedule(config.schedule, config.lr, config.warmup, config.steps)
         self.step = 0
         self.tokens_seen = 0
         self.last_eval: dict = {}
 
     def distribute(self, comm) -> None:
-        """Train data-parallel over ``comm`` (a ``minitransformer.dist`` communicator): each
-        rank takes its rows of every global batch; with ZeRO-1 the optimizer is sharded.
-        Call before ``resume`` and ``fit``."""
+        """Train over ``comm`` (a ``minitransformer.dist`` communicator): each rank takes its
+        rows of every global batch; with ZeRO-1 the optimizer is sharded. Call before
+        ``resume`` and ``fit``."""
         self.comm = comm
         self.optimizer = comm.wrap_optimizer(self.optimizer)
 
@@ -175,7 +175,7 @@ class Trainer:
         return True
 
     def _log(self, record: dict) -> None:
-        if self.comm is not None and self.comm.rank != 0:
+        if self.comm.rank != 0:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
         with open(self.out_dir / "metrics.jsonl", "a") as f:
@@ -185,15 +185,13 @@ class Trainer:
     def train_step(self) -> dict:
         """One optimizer step on global batch ``self.step``; returns its metrics."""
         cfg = self.cfg
-        lo, hi = 0, cfg.batch_size
-        if self.comm is not None:
-            lo, hi = self.comm.row_range(cfg.batch_size)
+        lo, hi = self.comm.row_range(cfg.batch_size)
         # A rank whose rows start at lo > 0 draws its dropout masks from a stream of its own;
         # one stream for all would give every rank the same masks.
         backend.manual_seed(step_seed(cfg.seed, self.step) if lo == 0 else step_seed(cfg.seed, self.step, lo))
         batch = self.train_data.batch(self.step, cfg.batch_size, rows=slice(lo, hi))
         local_count = count_targets(batch, self.model)
-        count = self.comm.sum_int(local_count) if self.comm is not None else local_count
+        count = self.comm.sum_int(local_count)
         micro = cfg.micro_batch_size or (hi - lo)
         loss_sum = 0.0
         self.model.train()
@@ -204,9 +202,8 @@ class Trainer:
             loss = self.model.loss(part, reduction="sum")
             loss_sum += float(loss.item())
             (loss * (1.0 / max(count, 1))).backward()
-        if self.comm is not None:
-            self.comm.allreduce_gradients(self.model)
-            loss_sum = self.comm.sum_float(loss_sum)
+        self.comm.allreduce_gradients(self.model)
+        loss_sum = self.comm.sum_float(loss_sum)
         mean_loss = loss_sum / max(count, 1)
         if not math.isfinite(mean_loss):
             self.optimizer.zero_grad()
@@ -256,9 +253,7 @@ class Trainer:
         return dict(self.last_eval, step=self.step, tokens_seen=self.tokens_seen)
 
     def _save_if_rank0(self):
-        if self.comm is not None:             # a sharded optimizer state comes together on rank 0
-            self.comm.gather_optimizer_state(self.optimizer)
-        if self.comm is None or self.comm.rank == 0:
+        self.comm.gather_optimizer_state(self.optimizer)   # a sharded state comes together on rank 0
+        if self.comm.rank == 0:
             self.save()
-        if self.comm is not None:
-            self.comm.barrier()
+        self.comm.barrier()

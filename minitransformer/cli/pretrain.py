@@ -58,22 +58,52 @@ DEFAULT_STEPS = {"clm": 400, "mlm": 400, "span": 400}
 
 
 def run(args) -> int:
-    from minitransformer import dist, families, recipes
-    from minitransformer.train import NonFiniteLoss, TrainConfig
+    from minitransformer import dist
 
     check_device(args.device)
     if not args.dist_timeout > 0:
         raise CLIError(f"--dist-timeout must be a positive number of seconds, got {args.dist_timeout:g}")
     # Under mpiexec: one process per rank, each on its rows of every batch; only rank 0
-    # prints, draws the progress bar and writes files. Otherwise comm is None: one process.
+    # prints, draws the progress bar and writes files. Otherwise one process, whose
+    # communicator does nothing.
     comm = dist.init(timeout=args.dist_timeout, zero1=args.zero1, device=args.device)
-    if not comm.distributed:
-        comm = None
-    elif args.batch_size < comm.size:
+    if comm.distributed and args.batch_size < comm.size:
         raise CLIError(f"--batch-size {args.batch_size} is the global batch and cannot be split over "
                        f"{comm.size} ranks; use --batch-size {comm.size} or more")
-    rank0 = comm is None or comm.rank == 0
-    say = print if rank0 else (lambda *a, **k: None)
+    say = print if comm.rank == 0 else (lambda *a, **k: None)
+    preset, out = check_run_folder(args)
+    cfg = train_config(args)
+    t0 = time.perf_counter()
+    say(f"preparing data and tokenizer ({args.vocab_size} tokens) ...", flush=True)
+    trainer = build_trainer(args, comm, preset, out, cfg)
+    if trainer is None:
+        return 2                            # rank 0 has printed why
+    if args.resume:
+        trainer.resume()
+        say(f"resuming {out} at step {trainer.step} of {cfg.steps}", flush=True)
+    say(f"{preset}: {trainer.model.num_parameters():,} parameters; {cfg.steps} steps of {cfg.batch_size} x "
+        f"{args.block_size} tokens; saving to {out}", flush=True)
+    if comm.distributed:
+        say(f"data-parallel over {comm.size} ranks ({cfg.batch_size // comm.size}"
+            f"{'+' if cfg.batch_size % comm.size else ''} sequences each)"
+            f"{', ZeRO-1 optimizer sharding' if args.zero1 else ''}", flush=True)
+    result = fit(trainer, comm, out, progress=not args.no_progress and comm.rank == 0)
+    if result is None:
+        return 130                          # interrupted, the last step saved
+    if comm.rank != 0:
+        return 0
+    minutes = (time.perf_counter() - t0) / 60
+    print(f"done in {minutes:.1f} min: step {result['step']}, "
+          f"validation loss {result.get('val_loss', float('nan')):.3f} "
+          f"(perplexity {result.get('val_ppl', float('nan')):.1f})")
+    print(f"checkpoint: {out}/latest -> {(out / 'latest').read_text().strip()}")
+    print("sample:", show_sample(trainer.model, trainer.tokenizer))
+    return 0
+
+
+def check_run_folder(args) -> tuple[str, Path]:
+    """(preset, run folder) after checking the data paths and that --out and --resume agree."""
+    from minitransformer import recipes
 
     if args.data:
         for path in args.data:
@@ -85,46 +115,62 @@ def run(args) -> int:
         raise CLIError(f"{out} already holds a run; pass --resume to continue it, or --out NEW_FOLDER")
     if args.resume and not (out / "latest").exists():
         raise CLIError(f"--resume: {out} has no checkpoint to resume from")
+    return preset, out
+
+
+def train_config(args):
+    """The TrainConfig the arguments ask for (the objective's defaults where they are silent)."""
+    from minitransformer import families
+    from minitransformer.train import TrainConfig
+
     cfg = TrainConfig(
         objective=args.objective, steps=args.steps or DEFAULT_STEPS[args.objective],
         batch_size=args.batch_size, micro_batch_size=args.micro_batch_size,
         lr=args.lr or families.by_objective(args.objective).lr, warmup=args.warmup, schedule=args.schedule,
         eval_every=args.eval_every, save_every=args.save_every, seed=args.seed, device=args.device)
-    t0 = time.perf_counter()
-    say(f"preparing data and tokenizer ({args.vocab_size} tokens) ...", flush=True)
-    trainer = None
-    if rank0:                               # rank 0 fills the tokenizer and token caches first
-        try:
-            trainer = recipes.build_run(args.objective, args.data, preset, out, vocab_size=args.vocab_size,
-                                        block_size=args.block_size, train_config=cfg)
-        finally:                            # the others learn whether it worked, and stop if not
-            if comm is not None:
-                comm.sum_int(int(trainer is None), "the end of data preparation", timeout=None)
-    elif comm.sum_int(0, "the end of data preparation", timeout=None):
-        return 2                            # rank 0 has printed why
-    if trainer is None:
-        trainer = recipes.build_run(args.objective, args.data, preset, out, vocab_size=args.vocab_size,
-                                    block_size=args.block_size, train_config=cfg)
-    if comm is not None:
-        trainer.distribute(comm)
-    if args.resume:
-        trainer.resume()
-        say(f"resuming {out} at step {trainer.step} of {cfg.steps}", flush=True)
-    model = trainer.model
-    say(f"{preset}: {model.num_parameters():,} parameters; {cfg.steps} steps of {cfg.batch_size} x "
-        f"{args.block_size} tokens; saving to {out}", flush=True)
-    if comm is not None:
-        say(f"data-parallel over {comm.size} ranks ({cfg.batch_size // comm.size}"
-            f"{'+' if cfg.batch_size % comm.size else ''} sequences each)"
-            f"{', ZeRO-1 optimizer sharding' if args.zero1 else ''}", flush=True)
+    return cfg
 
+
+def build_trainer(args, comm, preset: str, out: Path, cfg):
+    """The trainer of this rank, over ``comm``; None on the other ranks when rank 0 failed.
+
+    Rank 0 builds first, filling the tokenizer and token caches that the others then read;
+    a sum over the ranks tells them whether it worked (one process: nothing to tell).
+    """
+    from minitransformer import recipes
+
+    def build():
+        return recipes.build_run(args.objective, args.data, preset, out, vocab_size=args.vocab_size,
+                                 block_size=args.block_size, train_config=cfg)
+
+    trainer = None
+    if comm.rank == 0:
+        try:
+            trainer = build()
+        finally:                            # the others learn whether it worked, and stop if not
+            comm.sum_int(int(trainer is None), "the end of data preparation", timeout=None)
+    elif comm.sum_int(0, "the end of data preparation", timeout=None):
+        return None
+    else:
+        trainer = build()
+    trainer.distribute(comm)
+    return trainer
+
+
+def fit(trainer, comm, out: Path, progress: bool):
+    """Run ``trainer`` to its last step with a progress bar; the final metrics, or None when
+    interrupted (the last step saved). A stalled rank ends the whole job, the last checkpoint kept."""
+    from minitransformer import dist
+    from minitransformer.train import NonFiniteLoss
+
+    cfg = trainer.cfg
     bar = None
-    if not args.no_progress and rank0:
+    if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=cfg.steps, initial=trainer.step, unit="step", dynamic_ncols=True)
 
-    def progress(m):
+    def show(m):
         if bar is not None:
             post = {"loss": f"{m['loss']:.3f}", "lr": f"{m['lr']:.1e}", "tok/s": f"{m['tokens_per_s']:.0f}"}
             if "val_loss" in m:
@@ -133,7 +179,7 @@ def run(args) -> int:
             bar.update(1)
 
     try:
-        result = trainer.fit(progress)
+        return trainer.fit(show)
     except NonFiniteLoss as e:
         raise CLIError(str(e)) from None
     except dist.RankTimeout as e:
@@ -146,20 +192,13 @@ def run(args) -> int:
     except KeyboardInterrupt:
         if bar is not None:
             bar.close()
-        say(f"\ninterrupted: saved step {trainer.step} in {out}; continue with "
-            f"minitransformer pretrain --out {out} --steps {cfg.steps} --resume")
-        return 130
+        if comm.rank == 0:
+            print(f"\ninterrupted: saved step {trainer.step} in {out}; continue with "
+                  f"minitransformer pretrain --out {out} --steps {cfg.steps} --resume")
+        return None
     finally:
         if bar is not None:
             bar.close()
-    if not rank0:
-        return 0
-    minutes = (time.perf_counter() - t0) / 60
-    print(f"done in {minutes:.1f} min: step {result['step']}, validation loss {result.get('val_loss', float('nan')):.3f} "
-          f"(perplexity {result.get('val_ppl', float('nan')):.1f})")
-    print(f"checkpoint: {out}/latest -> {(out / 'latest').read_text().strip()}")
-    print("sample:", show_sample(trainer.model, trainer.tokenizer))
-    return 0
 
 
 def show_sample(model, tokenizer) -> str:

@@ -30,6 +30,8 @@ import warnings
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from minitransformer import atomic
+
 DOCUMENT_SUFFIXES = (".txt", ".jsonl", ".txt.gz", ".jsonl.gz")
 
 # Parts of the standard library that are not documentation of it: test suites (one-line
@@ -223,9 +225,7 @@ def default_corpus() -> list[str]:
                 continue    # a file that is not valid Python for this interpreter
         try:
             cached.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_name(f"{cached.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(docs, ensure_ascii=False), encoding="utf-8")
-            os.replace(tmp, cached)
+            atomic.write_text(cached, json.dumps(docs, ensure_ascii=False))
         except OSError:
             pass            # an unwritable cache only costs a re-parse next time
     _memo[key] = docs

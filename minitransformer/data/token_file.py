@@ -29,6 +29,8 @@ from typing import Iterable, NamedTuple
 
 import numpy as np
 
+from minitransformer.atomic import atomic_file
+
 _MAGIC = b"MTTOKv1\0"
 _HEADER = struct.Struct("<8sHH4xQQ32s")
 HEADER_BYTES = _HEADER.size          # 64
@@ -137,33 +139,27 @@ def tokenize_to_file(docs: Iterable[str], tokenizer, path: str | os.PathLike,
     dtype = token_dtype(tokenizer.vocab_size)
     hasher = _key_hasher(tokenizer) if key is None else None
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     num_tokens = num_docs = 0
-    try:
-        with open(tmp, "wb") as f:
-            f.write(b"\0" * HEADER_BYTES)           # the real header goes in at the end
-            buffer: list[int] = []
-            for doc in docs:
-                if hasher is not None:
-                    _add_document(hasher, doc)
-                buffer += tokenizer.encode(doc, disallowed_special=())
-                buffer.append(eos)
-                num_docs += 1
-                if len(buffer) >= _FLUSH_TOKENS:
-                    np.asarray(buffer, dtype=dtype).tofile(f)
-                    num_tokens += len(buffer)
-                    buffer = []
-            np.asarray(buffer, dtype=dtype).tofile(f)
-            num_tokens += len(buffer)
-            if num_docs == 0:
-                raise ValueError(f"tokenize_to_file: no documents to tokenize for {str(path)!r}; "
-                                 "the corpus is empty")
-            if key is None:
-                key = hasher.hexdigest()
-            f.seek(0)
-            f.write(_HEADER.pack(_MAGIC, dtype.itemsize, 0, num_tokens, num_docs, bytes.fromhex(key)))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_file(path, "wb") as f:
+        f.write(b"\0" * HEADER_BYTES)           # the real header goes in at the end
+        buffer: list[int] = []
+        for doc in docs:
+            if hasher is not None:
+                _add_document(hasher, doc)
+            buffer += tokenizer.encode(doc, disallowed_special=())
+            buffer.append(eos)
+            num_docs += 1
+            if len(buffer) >= _FLUSH_TOKENS:
+                np.asarray(buffer, dtype=dtype).tofile(f)
+                num_tokens += len(buffer)
+                buffer = []
+        np.asarray(buffer, dtype=dtype).tofile(f)
+        num_tokens += len(buffer)
+        if num_docs == 0:
+            raise ValueError(f"tokenize_to_file: no documents to tokenize for {str(path)!r}; "
+                             "the corpus is empty")
+        if key is None:
+            key = hasher.hexdigest()
+        f.seek(0)
+        f.write(_HEADER.pack(_MAGIC, dtype.itemsize, 0, num_tokens, num_docs, bytes.fromhex(key)))
     return path

@@ -19,13 +19,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import shutil
 import time
 from collections import Counter
 from pathlib import Path
 
-from minitransformer import backend, checkpoint, families
+from minitransformer import atomic, backend, checkpoint, families
 from minitransformer.finetune import tasks as tasks_module
 from minitransformer.finetune.classify import Classification
 from minitransformer.finetune.loop import ExampleBatches, FinetuneConfig, fit
@@ -194,15 +192,12 @@ def check_out_dir(out_dir) -> Path:
 def save_finetuned(out_dir, model, tokenizer, handler, report: dict | None = None) -> Path:
     """Write the fine-tuned model folder, all or nothing.
 
-    Everything is written and fsynced in a sibling ``.tmp`` folder first, which then takes
-    the place of ``out_dir``; a save that fails part-way leaves an earlier fine-tuned model
-    there untouched.
+    Everything is written in a sibling ``.tmp`` folder first, which then takes the place of
+    ``out_dir`` (``minitransformer.atomic``); a save that fails part-way leaves an earlier
+    fine-tuned model there untouched.
     """
     out = check_out_dir(out_dir)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic.atomic_folder(out) as tmp:
         checkpoint.save_arrays(tmp / "model.safetensors", model.state_dict(), {"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(checkpoint.config_to_dict(model.config), indent=2))
         tokenizer.save(tmp / "tokenizer.json")
@@ -210,17 +205,6 @@ def save_finetuned(out_dir, model, tokenizer, handler, report: dict | None = Non
         (tmp / INFO_FILE).write_text(json.dumps(info, indent=2))
         if report is not None:
             write_report(report, tmp / REPORT_FILE)
-        for f in tmp.iterdir():
-            with open(f, "rb+") as handle:
-                os.fsync(handle.fileno())
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = out.with_name(out.name + ".old")
-    if out.exists():
-        os.rename(out, old)           # a crash before the next line leaves the old model in .old
-    os.rename(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
     return out
 
 

@@ -1,4 +1,4 @@
-"""The safetensors format, read and written by hand.
+"""The safetensors format: the one reader and writer of tensor files (checkpoints included).
 
 A safetensors file is three things, back to back:
 
@@ -12,11 +12,14 @@ checkpoints should be shared this way and not as pickles. Published checkpoints 
 bfloat16 or float16; ``read_tensors`` upcasts floating-point tensors to the dtype the model
 computes in (bfloat16 is the top half of a float32, so the upcast is a shift, exact).
 
-A damaged file must be refused with a clear error, never crash or read out of bounds: the
-header length must fit in the file, the header must be a JSON object of well-formed
-entries, every dtype known, every byte range exactly as long as its shape needs, and the
-ranges must tile the data with neither gaps nor overlaps nor trailing bytes (as the
-reference implementation requires).
+Writing goes through the ``safetensors`` library (arrays of any device are first copied to
+the host) and ``minitransformer.atomic``, so a crash never leaves half a file. Reading is
+done here, by hand, for two things the library's NumPy loader cannot do: bfloat16 (NumPy has
+no such type) and a damaged file refused with a clear error, never a crash or a read out of
+bounds: the header length must fit in the file, the header must be a JSON object of
+well-formed entries, every dtype known, every byte range exactly as long as its shape needs,
+and the ranges must tile the data with neither gaps nor overlaps nor trailing bytes (as the
+reference implementation requires). Every problem is a ``TensorFileError`` naming the file.
 """
 from __future__ import annotations
 
@@ -27,10 +30,11 @@ from pathlib import Path
 
 import numpy
 
+from minitransformer import atomic, backend
 from minitransformer.checkpoint import CheckpointError
 
-# safetensors dtype -> NumPy dtype of the stored bytes (little-endian). BF16 has no NumPy
-# type: it is read as uint16 and widened to float32 by hand.
+# safetensors dtype -> NumPy dtype of the stored bytes (little-endian). NumPy has no BF16,
+# so it is read as uint16 and widened to float32 by hand.
 DTYPES = {
     "F64": numpy.dtype("<f8"), "F32": numpy.dtype("<f4"), "F16": numpy.dtype("<f2"),
     "BF16": numpy.dtype("<u2"), "I64": numpy.dtype("<i8"), "I32": numpy.dtype("<i4"),
@@ -50,7 +54,7 @@ class TensorFileError(CheckpointError):
 
 
 def _fail(path, problem: str, advice: str = "re-download or re-export the checkpoint"):
-    raise TensorFileError(f"{path}: {problem}; {advice}")
+    raise TensorFileError(f"{path}: not a readable safetensors file: {problem}; {advice}")
 
 
 def read_header(path) -> tuple[dict, dict, int]:
@@ -160,30 +164,20 @@ def read_tensors(path, float_dtype="float32", names=None) -> dict:
 
 
 def write_tensors(path, arrays: dict, metadata: dict | None = None) -> None:
-    """Write named NumPy arrays as a safetensors file (fsynced).
+    """Write named arrays (NumPy or CuPy) as a safetensors file, atomically and fsynced.
 
-    The header is padded with spaces to a multiple of 8 bytes, so every tensor's data
-    starts 8-byte aligned, as the reference writer does; "format": "pt" in the metadata
-    tells ``transformers`` the layout is PyTorch's.
+    The ``safetensors`` library lays the file out (header padded so that every tensor starts
+    8-byte aligned); "format": "pt" in the metadata, the default, tells ``transformers`` the
+    layout is PyTorch's.
     """
-    header, blobs, offset = {}, [], 0
-    for name in sorted(arrays):
-        a = numpy.array(arrays[name], order="C", copy=None)   # not ascontiguousarray: it makes 0-d arrays 1-d
+    from safetensors.numpy import save
+
+    host = {}
+    for name, value in arrays.items():
+        a = numpy.array(backend.to_numpy(value), order="C", copy=None)   # 0-d stays 0-d, unlike ascontiguousarray
         if a.dtype not in NAME_OF_DTYPE:
-            raise TypeError(f"write_tensors: {name} has dtype {a.dtype}, which safetensors cannot hold here; "
-                            "cast it to float32")
-        blob = a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes()
-        header[name] = {"dtype": NAME_OF_DTYPE[a.dtype], "shape": list(a.shape),
-                        "data_offsets": [offset, offset + len(blob)]}
-        blobs.append(blob)
-        offset += len(blob)
-    header["__metadata__"] = {str(k): str(v) for k, v in (metadata or {"format": "pt"}).items()}
-    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    text += b" " * (-len(text) % 8)
-    with open(path, "wb") as f:
-        f.write(len(text).to_bytes(8, "little"))
-        f.write(text)
-        for blob in blobs:
-            f.write(blob)
-        f.flush()
-        os.fsync(f.fileno())
+            raise TypeError(f"write_tensors: {name} has dtype {a.dtype}, which safetensors cannot hold here "
+                            f"(it holds {', '.join(sorted(map(str, NAME_OF_DTYPE)))}); cast it to float32")
+        host[name] = a
+    meta = {str(k): str(v) for k, v in (metadata or {"format": "pt"}).items()}
+    atomic.write_bytes(path, save(host, metadata=meta))

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import minitransformer as mt
 from minitransformer import checkpoint, dist
 from minitransformer.models import count_targets
 from tests.dist import worker
@@ -289,6 +290,45 @@ def test_zero1_refuses_mixed_dtypes_and_unknown_optimizers():
 
     with pytest.raises(TypeError, match="AdamW or SGD"):
         dist.ZeroOptimizer(Other(model), fake)
+
+
+def test_zero1_over_the_single_process_communicator_is_the_plain_optimizer():
+    """SingleProcess answers every collective ZeRO-1 makes (the all-gather of the updated
+    slices, the gather of the state), so a sharded optimizer over it is the unsharded one."""
+    from minitransformer import models, optim
+
+    cfg = models.GPTConfig(vocab_size=20, n_positions=8, n_embd=8, n_layer=1, n_head=2)
+    runs = []
+    for sharded in (False, True):
+        mt.manual_seed(0)
+        model = models.build(cfg).astype("float64")
+        opt = optim.AdamW(model, lr=1e-2, weight_decay=0.1, no_decay=optim.no_decay_names(model))
+        if sharded:
+            opt = dist.ZeroOptimizer(opt, dist.SingleProcess())
+        rng = np.random.default_rng(1)
+        for _ in range(3):
+            for _, p in model.named_parameters():
+                p.grad = rng.standard_normal(p.data.shape)
+            opt.step()
+        if sharded:
+            opt.gather_state()
+        runs.append(({k: v.copy() for k, v in model.state_dict().items()}, opt.state_dict()))
+    (w_plain, s_plain), (w_zero, s_zero) = runs
+    assert max_diff(w_plain, w_zero) == 0.0
+    assert max_diff(s_plain, s_zero) == 0.0
+
+
+def test_blas_threads_are_set_for_every_loaded_blas():
+    before = dist.blas_threads()
+    assert before, "no BLAS found loaded; NumPy should bring one"
+    try:
+        assert set(dist.set_blas_threads(1).values()) == {1}
+        assert set(dist.blas_threads().values()) == {1}
+    finally:
+        dist.set_blas_threads(max(before.values()))
+    assert dist.blas_threads() == before
+    with pytest.raises(ValueError, match="positive integer, got 0"):
+        dist.set_blas_threads(0)
 
 
 # ---------------------------------------------------------------------------------------

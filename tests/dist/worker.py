@@ -178,7 +178,7 @@ def nccl(folder: Path) -> None:
         t = build(folder / name, micro=2, comm=comm, device="cuda")
         t.fit()
         np.savez(folder / f"{name}-rank{comm.rank}.npz", **weights(t))
-    info = {"nccl": comm._nccl is not None, "stats": comm.stats}
+    info = {"nccl": comm.uses_nccl, "stats": comm.stats}
     (folder / f"info-rank{comm.rank}.json").write_text(json.dumps(info))
 
 

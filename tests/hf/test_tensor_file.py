@@ -132,3 +132,40 @@ def test_fuzzed_files_load_correctly_or_raise_tensor_file_error(tmp_path_factory
     assert ours.keys() == theirs.keys()
     for k in ours:
         np.testing.assert_array_equal(ours[k], theirs[k])
+
+
+def test_checkpoint_arrays_use_the_same_reader_writer_and_errors(tmp_path):
+    from minitransformer import checkpoint
+
+    arrays = sample_arrays(np.random.default_rng(2))
+    path = tmp_path / "c.safetensors"
+    checkpoint.save_arrays(path, arrays)
+    back = checkpoint.load_arrays(path)
+    for name, a in arrays.items():
+        assert back[name].dtype == a.dtype and back[name].shape == a.shape
+        np.testing.assert_array_equal(back[name], a)
+    before = path.read_bytes()
+    with pytest.raises(TypeError, match="z has dtype complex64"):
+        write_tensors(path, {"w": arrays["w"], "z": np.zeros(2, np.complex64)})
+    assert path.read_bytes() == before                    # a refused write leaves the old file
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes((10).to_bytes(8, "little") + b"{not json}")
+    errors = []
+    for read in (read_tensors, checkpoint.load_arrays):
+        with pytest.raises(TensorFileError, match="not a readable safetensors file") as e:
+            read(bad)
+        errors.append(str(e.value))
+    assert errors[0] == errors[1]
+
+
+def test_bfloat16_checkpoint_arrays_load_as_float32(tmp_path):
+    from safetensors.torch import save_file
+
+    from minitransformer import checkpoint
+
+    x = torch.randn(3, 5, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16)
+    path = tmp_path / "bf.safetensors"
+    save_file({"x": x}, str(path))
+    got = checkpoint.load_arrays(path)["x"]
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, x.to(torch.float32).numpy())

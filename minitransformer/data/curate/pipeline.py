@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import tempfile
 import time
 from array import array
@@ -43,6 +42,8 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import regex
 from tqdm.auto import tqdm
+
+from minitransformer.atomic import atomic_file
 
 from ..tokenizer import PATTERNS
 from .blocklist import Blocklist, BlocklistConfig
@@ -322,7 +323,6 @@ def curate(inputs, out_dir: str | Path, config: CurateConfig = CurateConfig(), *
     pipeline = Pipeline(config, count_tokens=TokenCounter(tokenizer, tokenizer_name),
                         examples_per_reason=examples_per_reason, spool_dir=out_dir)
     output = out_dir / OUTPUT_NAME
-    partial = out_dir / (OUTPUT_NAME + ".partial")
     bar = tqdm(total=reader.total_bytes, unit="B", unit_scale=True, desc="curate", disable=not progress)
 
     def tracked(documents):
@@ -330,13 +330,9 @@ def curate(inputs, out_dir: str | Path, config: CurateConfig = CurateConfig(), *
             yield doc
             bar.update(reader.bytes_read - bar.n)
 
-    try:
-        with open(partial, "w", encoding="utf-8") as f, bar:
-            for doc in pipeline.run(tracked(reader)):
-                f.write(json.dumps(doc.output(text_field), ensure_ascii=False) + "\n")
-        os.replace(partial, output)
-    finally:
-        partial.unlink(missing_ok=True)
+    with atomic_file(output, "w", encoding="utf-8") as f, bar:
+        for doc in pipeline.run(tracked(reader)):
+            f.write(json.dumps(doc.output(text_field), ensure_ascii=False) + "\n")
     report = pipeline.report
     report.inputs = reader.summary()
     report.output = str(output)
