@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .softmax import run_parallel
+from ._cpu import run_parallel
 
 # Elements per unit of work; a parameter of at most one chunk is updated on the calling
 # thread alone (most parameters of a small model: a thread hand-off would cost more).

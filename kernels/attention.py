@@ -24,9 +24,9 @@ bias gradient is itself (Tq, Tk), which is the price of asking for it.
 Engineering:
 - Tiles are BLOCK_Q x block_k; the tile products go to BLAS (through SciPy, which Numba
   uses for ``np.dot``) and everything elementwise is Numba code that LLVM vectorises,
-  including the exponential (``softmax.fast_exp``).
+  including the exponential (``_cpu.fast_exp``).
 - The forward runs (batch*head, query tile) units in parallel, dealt to the threads in
-  turn (``softmax.run_parallel``), so that under a causal mask, where later query tiles
+  turn (``_cpu.run_parallel``), so that under a causal mask, where later query tiles
   cost more, each thread gets a similar amount of work.
 - The backward walks key tiles in the outer loop (dK, dV stay in a tile-sized buffer) and
   query tiles inside, adding into dQ. A unit owns a (batch*head) "lane" and a residue class
@@ -46,7 +46,7 @@ import numpy as np
 from numba import get_num_threads, njit
 
 from . import rng
-from .softmax import FASTMATH, compute_dtype, fast_exp, readonly, run_parallel
+from ._cpu import FASTMATH, compute_dtype, fast_exp, readonly, run_parallel
 
 BLOCK_Q = 64
 # OpenBLAS runs a GEMM on one thread while m*n*k <= 262144 (its default threshold); larger

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .softmax import FASTMATH, compute_dtype, exp_sub_sum, readonly, row_max, run_parallel
+from ._cpu import FASTMATH, compute_dtype, exp_sub_sum, readonly, row_max, run_parallel
 
 @njit(nogil=True, fastmath=FASTMATH, cache=True)
 def _cross_entropy_forward(first, stop, step, x, targets, ignore_index, smoothing, losses, lse):

@@ -29,10 +29,9 @@ import numpy as np
 from minitransformer import backend
 
 from . import attention, rng
-from .cuda_softmax import bind_cuda, float_type, launch_stream
-from .softmax import contiguous
+from ._cuda import bind_cuda, contiguous, float_type, launch_stream
 
-cuda = None  # numba.cuda once a kernel is built (see cuda_softmax.bind_cuda)
+cuda = None  # numba.cuda once a kernel is built (see _cuda.bind_cuda)
 
 BLOCK_Q = 64
 _SHARED_BYTES = 32768   # for the two shared tiles of a block (48 KiB is the static limit)

@@ -13,10 +13,9 @@ import math
 from minitransformer import backend
 
 from .cross_entropy import check_targets
-from .softmax import contiguous
-from .cuda_softmax import THREADS, bind_cuda, block_reduce, float_type, grid_for, launch_stream
+from ._cuda import THREADS, bind_cuda, block_reduce, contiguous, float_type, grid_for, launch_stream
 
-cuda = None  # numba.cuda once a kernel is built (see cuda_softmax.bind_cuda)
+cuda = None  # numba.cuda once a kernel is built (see _cuda.bind_cuda)
 
 
 @functools.lru_cache(maxsize=None)

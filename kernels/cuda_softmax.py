@@ -9,90 +9,24 @@ block combines them with a tree reduction in shared memory: three sweeps over th
 (max, sum of exponentials, write). The reductions use shared memory only, not warp
 shuffles, so the same kernels run under Numba's CUDA simulator, where the tests check them.
 
-``numba.cuda`` is imported only when a kernel is first built, so importing this module
-needs no GPU, and the simulator (``NUMBA_ENABLE_CUDASIM=1``) can stand in for one.
+The launch helpers and the block reduction are in ``_cuda.py``.
 """
 from __future__ import annotations
 
 import functools
 import math
 
-import numpy as np
-
 from minitransformer import backend
 
-from . import softmax
-from .softmax import contiguous
+from ._cuda import THREADS, bind_cuda, block_reduce, contiguous, float_type, grid_for, launch_stream, row_mask
 
-THREADS = 128
-
-
-# numba.cuda, bound on first use. Kernels must refer to it as a global of their module,
-# not a closure variable: the simulator runs a kernel by swapping its own module in for
-# that global.
-cuda = None
-
-
-def cuda_module():
-    """numba.cuda, imported on first use."""
-    from numba import cuda as numba_cuda
-
-    return numba_cuda
-
-
-def bind_cuda(module_globals):
-    """Set the global ``cuda`` of a kernel module to numba.cuda."""
-    module_globals["cuda"] = cuda_module()
-
-
-def float_type(dtype):
-    """The NumPy scalar type a kernel computes in: float32 or float64."""
-    return np.float64 if np.dtype(dtype) == np.float64 else np.float32
-
-
-def launch_stream(array):
-    """The stream to launch on: CuPy's current stream for CuPy arrays, else the default."""
-    if backend.device_of(array) == "cuda":
-        cp = backend.cupy_module()
-        ptr = cp.cuda.get_current_stream().ptr
-        if ptr:
-            return cuda_module().external_stream(ptr)
-    return 0
-
-
-@functools.lru_cache(maxsize=None)
-def block_reduce():
-    """A device function reduce(red, tid, value, threads, is_max) -> the block's max or sum.
-
-    Every thread of the block must call it; ``red`` is a shared array of ``threads`` floats
-    (a power of two). A tree over shared memory: log2(threads) steps, each halving the
-    number of active threads.
-    """
-    bind_cuda(globals())
-
-    @cuda.jit(device=True)
-    def reduce(red, tid, value, threads, is_max):
-        red[tid] = value
-        cuda.syncthreads()
-        step = threads // 2
-        while step > 0:
-            if tid < step:
-                if is_max:
-                    red[tid] = max(red[tid], red[tid + step])
-                else:
-                    red[tid] += red[tid + step]
-            cuda.syncthreads()
-            step //= 2
-        result = red[0]
-        cuda.syncthreads()   # red may be reused as soon as this returns
-        return result
-
-    return reduce
+cuda = None  # numba.cuda once a kernel is built (see _cuda.bind_cuda)
 
 
 @functools.lru_cache(maxsize=None)
 def _forward_kernel(ft, threads):
     reduce = block_reduce()
+    bind_cuda(globals())
 
     @cuda.jit
     def kernel(x, mask_rows, mask_index, has_mask, y):
@@ -126,6 +60,7 @@ def _forward_kernel(ft, threads):
 @functools.lru_cache(maxsize=None)
 def _backward_kernel(ft, threads):
     reduce = block_reduce()
+    bind_cuda(globals())
 
     @cuda.jit
     def kernel(y, dy, dx):
@@ -141,16 +76,6 @@ def _backward_kernel(ft, threads):
                 dx[row, j] = y[row, j] * (dy[row, j] - dot)
 
     return kernel
-
-
-def grid_for(n_rows):
-    """Blocks for a row-per-block kernel; rows beyond the grid are strided over."""
-    return max(1, min(n_rows, 65535))
-
-
-def row_mask(xp, mask, shape):
-    """The (rows, index) pair of ``softmax.row_mask``, on ``xp``'s device."""
-    return softmax.row_mask(mask, shape, xp=xp, finish=functools.partial(contiguous, xp=xp))
 
 
 def softmax_forward(x, mask=None, *, threads=THREADS):

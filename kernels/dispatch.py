@@ -11,7 +11,9 @@ MODES = ("auto", "reference", "numba")
 _mode = "auto"
 
 # name -> (module for the CPU, module for CUDA); each module defines a function of that name.
-# A module that does not exist (yet) means no kernel on that device: the reference runs.
+# None: that device has no kernel for the op, and "auto" runs the reference there. Every
+# module named here exists (tests/kernels/test_dispatch.py checks it), so an ImportError
+# from one is a broken kernel and surfaces instead of silently falling back.
 _TABLE = {
     "softmax_forward": ("softmax", "cuda_softmax"),
     "softmax_backward": ("softmax", "cuda_softmax"),
@@ -19,14 +21,14 @@ _TABLE = {
     "cross_entropy_backward": ("cross_entropy", "cuda_cross_entropy"),
     "attention_forward": ("attention", "cuda_attention"),
     "attention_backward": ("attention", "cuda_attention"),
-    "gelu_forward": ("gelu", "cuda_gelu"),
-    "gelu_backward": ("gelu", "cuda_gelu"),
-    "layer_norm_forward": ("layer_norm", "cuda_layer_norm"),
-    "layer_norm_backward": ("layer_norm", "cuda_layer_norm"),
-    "rms_norm_forward": ("layer_norm", "cuda_layer_norm"),
-    "rms_norm_backward": ("layer_norm", "cuda_layer_norm"),
-    "embedding_backward": ("embedding", "cuda_embedding"),
-    "adamw_update": ("adamw", "cuda_adamw"),
+    "gelu_forward": ("gelu", None),
+    "gelu_backward": ("gelu", None),
+    "layer_norm_forward": ("layer_norm", None),
+    "layer_norm_backward": ("layer_norm", None),
+    "rms_norm_forward": ("layer_norm", None),
+    "rms_norm_backward": ("layer_norm", None),
+    "embedding_backward": ("embedding", None),
+    "adamw_update": ("adamw", None),
 }
 
 
@@ -53,14 +55,18 @@ def using(new_mode: str):
         use(old)
 
 
-@functools.lru_cache(maxsize=None)        # a failed import is not retried on every call
+@functools.lru_cache(maxsize=None)
 def _module_for(name: str, device: str):
+    """The module holding ``name``'s kernel for ``device``, or None where the table has none.
+
+    A module's ImportError is not caught: the table names only modules that exist, so an
+    import that fails is a bug to see, not a reason to run the reference quietly.
+    """
     cpu_mod, cuda_mod = _TABLE[name]
     mod_name = cpu_mod if device == "cpu" else cuda_mod
-    try:
-        return importlib.import_module(f"{__package__}.{mod_name}")
-    except ImportError:
+    if mod_name is None:
         return None
+    return importlib.import_module(f"{__package__}.{mod_name}")
 
 
 def get(name: str, array):
@@ -77,7 +83,7 @@ def get(name: str, array):
     fn = None
     if device in ("cpu", "cuda") and backend.is_native(array):
         mod = _module_for(name, device)
-        fn = getattr(mod, name, None) if mod is not None else None
+        fn = getattr(mod, name) if mod is not None else None
     if fn is None and _mode == "numba":
         raise RuntimeError(
             f"kernels: mode is 'numba' but there is no {name} kernel for device {device!r}; "

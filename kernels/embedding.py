@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .softmax import compute_dtype, readonly, run_parallel
+from ._cpu import compute_dtype, readonly, run_parallel
 
 # About this many table elements per block of rows. Zeroing a row costs far less than a
 # row of the other kernels, and every thread rereads all the ids, so the blocks are larger:

@@ -18,7 +18,7 @@ The tanh form is rewritten without tanh: since (1 + tanh(u)) / 2 = sigmoid(2u),
 
 and sigmoid(z), 1 - sigmoid(z) and their product are all formed from p = exp(-|z|) <= 1,
 which neither overflows nor cancels for any z. The exponential is the vectorisable
-``fast_exp`` of the softmax kernel, so the loops compile to SIMD code.
+``_cpu.fast_exp``, so the loops compile to SIMD code.
 
 The exact form needs erf, which neither NumPy nor Numba offers as vectorisable code (a
 scalar libm call is several times slower than the rest of the loop). :func:`erf` below is
@@ -45,7 +45,7 @@ import math
 import numpy as np
 from numba import njit
 
-from .softmax import FASTMATH, compute_dtype, fast_exp, readonly, run_parallel
+from ._cpu import FASTMATH, compute_dtype, fast_exp, readonly, run_parallel
 
 APPROXIMATIONS = ("none", "tanh")
 

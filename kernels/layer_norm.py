@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .softmax import FASTMATH, compute_dtype, readonly, run_parallel
+from ._cpu import FASTMATH, compute_dtype, readonly, run_parallel
 
 # About this many elements per block of rows: a unit of work large beside a thread
 # hand-off, and enough units for two threads to share a transformer's activations evenly.

@@ -204,6 +204,6 @@ def load_tokenizer(path):
     f = ckpt / "tokenizer.json"
     if not f.is_file():
         return None
-    from minitransformer.data.hf_tokenizers import load_tokenizer_json
+    from minitransformer.hf.tokenizer_json import load_tokenizer_json
 
     return load_tokenizer_json(f)

@@ -460,7 +460,15 @@ def _attention_reference(q, k, v, allowed, bias, scale, dropout_p, seed):
 
 
 class FlashAttention(Function):
-    """Attention through the tiled kernel: only the row logsumexp is kept for backward."""
+    """O = dropout(P) V with P = softmax(S), S = scale Q K^T + bias, through the tiled kernel.
+
+    q (B, H, Tq, D), k and v (B, H, Tk, D). Masked (and causally hidden) entries of S are
+    -inf, so their P is 0. Only the row logsumexp M of S is kept for backward, which rebuilds
+    P = exp(S - M) one tile at a time (kernels/attention.py); no (Tq, Tk) matrix is stored.
+    With keep the dropout mask and Pd = P * keep / (1 - p):
+    dV = Pd^T g;  dP = (g V^T) * keep / (1 - p);  dS = P * (dP - Delta), Delta = rowsum(g * O);
+    dQ = scale dS K;  dK = scale dS^T Q;  dbias = dS summed to the bias's shape.
+    """
 
     @staticmethod
     def forward(ctx, q, k, v, bias, mask, scale, causal, dropout_p, seed):

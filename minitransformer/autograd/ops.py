@@ -38,11 +38,32 @@ def norm_axis(axis, ndim):
     return tuple(sorted(a % max(ndim, 1) for a in axes))
 
 
-def _broadcast_error(name, a, b):
-    return ValueError(
-        f"{name}: shapes {shape_of(a)} and {shape_of(b)} do not broadcast (trailing axes must be "
-        "equal or 1); reshape or expand one operand"
-    )
+class shape_errors:
+    """``with shape_errors(describe): out = ...``: NumPy's (or CuPy's) ValueError about
+    shapes, which names neither the op nor a remedy, becomes ``ValueError(describe())``.
+
+    ``describe`` is called only when there is an error, so the message costs nothing on
+    the way through; the array library's own error is dropped from the traceback.
+    """
+
+    __slots__ = ("describe",)
+
+    def __init__(self, describe):
+        self.describe = describe
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        if kind is not None and issubclass(kind, ValueError):
+            raise ValueError(self.describe()) from None
+        return False
+
+
+def broadcasting(name, a, b):
+    """``shape_errors`` for an op whose two operands must broadcast together."""
+    return shape_errors(lambda: f"{name}: shapes {shape_of(a)} and {shape_of(b)} do not broadcast "
+                                "(trailing axes must be equal or 1); reshape or expand one operand")
 
 
 # =======================================================================================
@@ -55,10 +76,8 @@ class Add(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.save(a_shape=shape_of(a), b_shape=shape_of(b))
-        try:
+        with broadcasting("add", a, b):
             return a + b
-        except ValueError:
-            raise _broadcast_error("add", a, b) from None
 
     @staticmethod
     def backward(ctx, g):
@@ -71,10 +90,8 @@ class Sub(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.save(a_shape=shape_of(a), b_shape=shape_of(b))
-        try:
+        with broadcasting("sub", a, b):
             return a - b
-        except ValueError:
-            raise _broadcast_error("sub", a, b) from None
 
     @staticmethod
     def backward(ctx, g):
@@ -88,10 +105,8 @@ class Mul(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.save(a=a, b=b)
-        try:
+        with broadcasting("mul", a, b):
             return a * b
-        except ValueError:
-            raise _broadcast_error("mul", a, b) from None
 
     @staticmethod
     def backward(ctx, g):
@@ -106,10 +121,8 @@ class Div(Function):
 
     @staticmethod
     def forward(ctx, a, b):
-        try:
+        with broadcasting("div", a, b):
             out = a / b
-        except ValueError:
-            raise _broadcast_error("div", a, b) from None
         ctx.save(a_shape=shape_of(a), b=b, out=out)
         return out
 
@@ -138,10 +151,8 @@ class Pow(Function):
 
     @staticmethod
     def forward(ctx, a, b):
-        try:
+        with broadcasting("pow", a, b):
             out = a ** b
-        except ValueError:
-            raise _broadcast_error("pow", a, b) from None
         ctx.save(a=a, b=b, out=out)
         return out
 
@@ -170,10 +181,8 @@ class MatMul(Function):
                 f"first ({a.shape[-1]}) must equal the second-to-last of the second ({b.shape[-2]})"
             )
         ctx.save(a=a, b=b)
-        try:
+        with shape_errors(lambda: f"matmul: batch axes of shapes {a.shape} and {b.shape} do not broadcast"):
             return a @ b
-        except ValueError:
-            raise ValueError(f"matmul: batch axes of shapes {a.shape} and {b.shape} do not broadcast") from None
 
     @staticmethod
     def backward(ctx, g):
@@ -518,11 +527,9 @@ class Reshape(Function):
     @staticmethod
     def forward(ctx, a, shape):
         ctx.save(shape=a.shape)
-        try:
+        with shape_errors(lambda: f"reshape: cannot reshape a tensor of shape {a.shape} "
+                                  f"({a.size} elements) into shape {tuple(shape)}"):
             return a.reshape(shape)
-        except ValueError:
-            raise ValueError(f"reshape: cannot reshape a tensor of shape {a.shape} "
-                             f"({a.size} elements) into shape {tuple(shape)}") from None
 
     @staticmethod
     def backward(ctx, g):
@@ -551,11 +558,9 @@ class Expand(Function):
     def forward(ctx, a, shape):
         shape = tuple(a.shape[i - (len(shape) - a.ndim)] if s == -1 else s for i, s in enumerate(shape))
         ctx.save(shape=a.shape)
-        try:
+        with shape_errors(lambda: f"expand: cannot expand shape {a.shape} to {shape}; only axes of "
+                                  "size 1 can grow"):
             return xp_of(a).broadcast_to(a, shape)
-        except ValueError:
-            raise ValueError(f"expand: cannot expand shape {a.shape} to {shape}; only axes of "
-                             "size 1 can grow") from None
 
     @staticmethod
     def backward(ctx, g):
@@ -592,11 +597,9 @@ class Concatenate(Function):
     @staticmethod
     def forward(ctx, *arrays, axis=0):
         ctx.save(sizes=[a.shape[axis] for a in arrays], axis=axis)
-        try:
+        with shape_errors(lambda: f"concatenate: shapes {[a.shape for a in arrays]} must agree on every "
+                                  f"axis except {axis}"):
             return xp_of(*arrays).concatenate(arrays, axis=axis)
-        except ValueError:
-            raise ValueError(f"concatenate: shapes {[a.shape for a in arrays]} must agree on every "
-                             f"axis except {axis}") from None
 
     @staticmethod
     def backward(ctx, g):
@@ -610,10 +613,8 @@ class Stack(Function):
     @staticmethod
     def forward(ctx, *arrays, axis=0):
         ctx.save(axis=axis, n=len(arrays))
-        try:
+        with shape_errors(lambda: f"stack: all shapes must be equal, got {[a.shape for a in arrays]}"):
             return xp_of(*arrays).stack(arrays, axis=axis)
-        except ValueError:
-            raise ValueError(f"stack: all shapes must be equal, got {[a.shape for a in arrays]}") from None
 
     @staticmethod
     def backward(ctx, g):
@@ -702,11 +703,9 @@ class Where(Function):
     @staticmethod
     def forward(ctx, cond, a, b):
         ctx.save(cond=cond, a_shape=shape_of(a), b_shape=shape_of(b))
-        try:
+        with shape_errors(lambda: f"where: condition {shape_of(cond)}, x {shape_of(a)} and y "
+                                  f"{shape_of(b)} do not broadcast together"):
             return xp_of(a, b, cond).where(cond, a, b)
-        except ValueError:
-            raise ValueError(f"where: condition {shape_of(cond)}, x {shape_of(a)} and y "
-                             f"{shape_of(b)} do not broadcast together") from None
 
     @staticmethod
     def backward(ctx, g):
@@ -730,10 +729,8 @@ class MaskedFill(Function):
         if mask.dtype != bool:
             raise TypeError(f"masked_fill: mask must be boolean, got dtype {mask.dtype}")
         ctx.save(mask=mask, shape=a.shape)
-        try:
+        with shape_errors(lambda: f"masked_fill: mask shape {mask.shape} does not broadcast to {a.shape}"):
             return xp_of(a).where(mask, a.dtype.type(value), a)
-        except ValueError:
-            raise ValueError(f"masked_fill: mask shape {mask.shape} does not broadcast to {a.shape}") from None
 
     @staticmethod
     def backward(ctx, g):
@@ -746,10 +743,8 @@ class Maximum(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.save(a=a, b=b)
-        try:
+        with broadcasting("maximum", a, b):
             return xp_of(a, b).maximum(a, b)
-        except ValueError:
-            raise _broadcast_error("maximum", a, b) from None
 
     @staticmethod
     def backward(ctx, g):

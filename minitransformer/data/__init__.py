@@ -1,7 +1,8 @@
 """Text in, integer arrays out: the tokenizer, corpora, and the token files training reads.
 
-Reading order: ``bpe_trainer`` (how merges are learned), ``tokenizer`` (byte-level BPE and
-tokenizer.json), ``corpus`` (documents from files and the built-in corpus),
+Reading order: ``tokenizer_base`` (what every tokenizer shares: special tokens, roles,
+sentinels, the file), ``bpe_trainer`` (how merges are learned), ``tokenizer`` (byte-level BPE
+and tokenizer.json), ``corpus`` (documents from files and the built-in corpus),
 ``token_file`` (a tokenized corpus on disk, memory-mapped). Nothing here imports the
 autograd, layers or models.
 """
@@ -29,11 +30,11 @@ from minitransformer.data.tokenizer import (
     BPETokenizer,
     Encoding,
     bytes_to_unicode,
-    sentinel_token,
 )
+from minitransformer.data.tokenizer_base import Tokenizer, sentinel_token
 
 __all__ = [
-    "BPETokenizer", "Encoding", "PATTERNS", "DEFAULT_SPECIAL_TOKENS", "DEFAULT_NUM_SENTINELS",
+    "Tokenizer", "BPETokenizer", "Encoding", "PATTERNS", "DEFAULT_SPECIAL_TOKENS", "DEFAULT_NUM_SENTINELS",
     "bytes_to_unicode", "sentinel_token",
     "read_documents", "corpus_files", "default_corpus", "docstrings", "split_documents",
     "is_validation", "cache_dir",

@@ -2,10 +2,10 @@
 
 How text becomes ids:
 
-1. **Special tokens** are cut out first. Text that contains a special token's string, say
-   ``"<eos>"``, raises by default (as in tiktoken), because a document that merely *mentions*
-   a control token must not be able to inject one. ``allowed_special`` turns the listed ones
-   into their ids; ``disallowed_special=()`` encodes all the others as plain text.
+1. **Special tokens** are cut out first, by the rule every tokenizer here shares
+   (``tokenizer_base``): text that contains a special token's string, say ``"<eos>"``,
+   raises by default; ``allowed_special`` turns the listed ones into their ids;
+   ``disallowed_special=()`` encodes all the others as plain text.
 2. **Pre-splitting.** A regex cuts the rest into chunks: a word with its leading space,
    a run of digits, a run of punctuation, whitespace. Merges never cross a chunk boundary.
    ``"gpt2"`` is GPT-2's pattern; ``"gpt4"`` is the cl100k one (case-insensitive
@@ -28,6 +28,7 @@ Vocabulary layout of a trained tokenizer (the default special tokens shown)::
 so ``sentinel_id(k) == vocab_size - 1 - k``. Special tokens are looked up by role: pad is
 ``<pad>`` (or ``[PAD]``), eos is ``<eos>`` (or ``<|endoftext|>``, ``</s>``), mask is
 ``<mask>`` (or ``[MASK]``), cls is ``<cls>`` (or ``[CLS]``), sep is ``<sep>`` (or ``[SEP]``).
+Roles, sentinels, ``save`` and ``fingerprint`` come from the shared base, ``Tokenizer``.
 
 The file format is Hugging Face's ``tokenizer.json`` (a ``Split`` pre-tokenizer with our
 regex, then ``ByteLevel`` without its own regex; a BPE model whose vocabulary uses GPT-2's
@@ -41,17 +42,16 @@ regex 2026.5 and tokenizers 0.23, the two agree on everything up to Unicode 15.1
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections import Counter
-from pathlib import Path
 from typing import Iterable, NamedTuple, Sequence
 
 import numpy as np
 import regex
 
 from minitransformer.data.bpe_trainer import learn_merges
+from minitransformer.data.tokenizer_base import Tokenizer, sentinel_token, tokenizer_file
 
 # ---------------------------------------------------------------------------------------
 # Pre-split patterns. Not every quantifier may be possessive: GPT-2's `\s+(?!\S)` needs to
@@ -67,22 +67,7 @@ PATTERNS = {
 DEFAULT_SPECIAL_TOKENS = ("<pad>", "<eos>", "<mask>", "<cls>", "<sep>")
 DEFAULT_NUM_SENTINELS = 100
 
-# Role -> the names a special token for that role may have (ours first).
-ROLE_NAMES = {
-    "pad": ("<pad>", "[PAD]", "<|pad|>"),
-    "eos": ("<eos>", "<|endoftext|>", "</s>", "[EOS]"),
-    "mask": ("<mask>", "[MASK]"),
-    "cls": ("<cls>", "[CLS]"),
-    "sep": ("<sep>", "[SEP]"),
-}
-
-_SENTINEL = regex.compile(r"<extra_id_(\d+)>")
 _CACHE_LIMIT = 1 << 20      # chunks kept in the encode cache before it is cleared
-
-
-def sentinel_token(k: int) -> str:
-    """The text of T5's k-th sentinel, ``<extra_id_k>``."""
-    return f"<extra_id_{k}>"
 
 
 def bytes_to_unicode() -> list[str]:
@@ -151,7 +136,7 @@ class Encoding(NamedTuple):
     word_ids: list[int]
 
 
-class BPETokenizer:
+class BPETokenizer(Tokenizer):
     """Byte-level BPE: ``encode(text) -> ids`` and ``decode(ids) -> text``.
 
     Build one with ``BPETokenizer.train(texts, vocab_size)`` or ``BPETokenizer.load(path)``.
@@ -166,6 +151,9 @@ class BPETokenizer:
     ignore_merges: if True, a chunk that is itself a token is emitted whole before any
         merging (some published files, such as Llama 3's, ask for this).
     """
+
+    role_hint = "train it with special_tokens that include {name!r}"
+    sentinel_hint = "train it with num_sentinels > 0"
 
     def __init__(self, vocab: dict[int, bytes], merges: Sequence[tuple[bytes, bytes]],
                  special_tokens: dict[str, int], pattern: str = "gpt2",
@@ -194,9 +182,7 @@ class BPETokenizer:
                              "a byte-level BPE needs all 256")
         self._byte_ids = [self._id_of[bytes([b])] for b in range(256)]
 
-        self._specials: dict[str, int] = dict(special_tokens)
-        self._special_id_set = frozenset(self._specials.values())
-        self._all_specials = frozenset(self._specials)
+        self._init_specials(special_tokens)
         names = {_token_name(b) for b in vocab.values()}
         for text, i in self._specials.items():
             if not text:
@@ -205,10 +191,6 @@ class BPETokenizer:
                 raise ValueError(f"special token {text!r} has the same name as an ordinary token; "
                                  "tokenizer.json could not tell them apart")
             self._bytes[i] = text.encode("utf-8")
-        # Longest first, so "<extra_id_10>" wins over a hypothetical "<extra_id_1".
-        self._special_by_length = sorted(self._specials, key=lambda s: (-len(s), s))
-        self._special_re = self._alternation(self._special_by_length)
-        self._regex_cache: dict[frozenset, regex.Pattern] = {}
 
         # (left id, right id) -> rank, and rank -> id of the merged token.
         self._ranks: dict[tuple[int, int], int] = {}
@@ -226,11 +208,6 @@ class BPETokenizer:
             else:   # a duplicate rule: the earlier rank wins; keep ranks aligned with _merged
                 self._merged.append(self._merged[self._ranks[pair]])
 
-        self._sentinels: dict[int, int] = {}   # k -> id of <extra_id_k>
-        for text, i in self._specials.items():
-            m = _SENTINEL.fullmatch(text)
-            if m:
-                self._sentinels[int(m.group(1))] = i
         for k, i in self._sentinels.items():
             if i != size - 1 - k:
                 raise ValueError(
@@ -238,7 +215,6 @@ class BPETokenizer:
                     f"the top of the vocabulary: expected {size - 1 - k}"
                 )
         self._cache: dict[str, tuple[int, ...]] = {}
-        self._fingerprint: str | None = None
 
     # -----------------------------------------------------------------------------------
     # Training
@@ -322,7 +298,7 @@ class BPETokenizer:
         return cls(vocab, merges, special_ids, pattern)
 
     # -----------------------------------------------------------------------------------
-    # Vocabulary and special tokens
+    # Vocabulary (special tokens, roles and sentinels: see Tokenizer)
     # -----------------------------------------------------------------------------------
 
     @property
@@ -330,63 +306,9 @@ class BPETokenizer:
         """Number of token ids, special tokens and sentinels included."""
         return len(self._bytes)
 
-    def __len__(self) -> int:
-        return len(self._bytes)
-
-    @property
-    def special_tokens(self) -> dict[str, int]:
-        """Special token text -> id (a copy)."""
-        return dict(self._specials)
-
-    @property
-    def special_ids(self) -> tuple[int, ...]:
-        """Every special id (named ones and sentinels), ascending."""
-        return tuple(sorted(self._specials.values()))
-
     @property
     def num_merges(self) -> int:
         return len(self._merged)
-
-    def _role_id(self, role: str) -> int:
-        for name in ROLE_NAMES[role]:
-            if name in self._specials:
-                return self._specials[name]
-        raise ValueError(
-            f"this tokenizer has no {role} token (looked for {', '.join(ROLE_NAMES[role])}); "
-            f"train it with special_tokens that include {ROLE_NAMES[role][0]!r}"
-        )
-
-    @property
-    def pad_id(self) -> int:
-        return self._role_id("pad")
-
-    @property
-    def eos_id(self) -> int:
-        return self._role_id("eos")
-
-    @property
-    def mask_id(self) -> int:
-        return self._role_id("mask")
-
-    @property
-    def cls_id(self) -> int:
-        return self._role_id("cls")
-
-    @property
-    def sep_id(self) -> int:
-        return self._role_id("sep")
-
-    @property
-    def num_sentinels(self) -> int:
-        return len(self._sentinels)
-
-    def sentinel_id(self, k: int) -> int:
-        """Id of ``<extra_id_k>``, which is ``vocab_size - 1 - k``."""
-        if k not in self._sentinels:
-            have = (f"<extra_id_0> .. <extra_id_{self.num_sentinels - 1}>" if self._sentinels
-                    else "none; train it with num_sentinels > 0")
-            raise ValueError(f"sentinel {k} does not exist: this tokenizer's sentinels are {have}")
-        return self._sentinels[k]
 
     def token_to_id(self, token: str) -> int | None:
         """Id of a special token's text or of an ordinary token's byte-level name."""
@@ -401,9 +323,6 @@ class BPETokenizer:
         """A special token's text, or an ordinary token's byte-level name ('Ġthe')."""
         b = self._bytes[i]
         return b.decode("utf-8") if self.is_special(i) else _token_name(b)
-
-    def is_special(self, i: int) -> bool:
-        return i in self._special_id_set
 
     def word_start_mask(self) -> np.ndarray:
         """Boolean (vocab_size,): True where a token begins a new word.
@@ -438,22 +357,7 @@ class BPETokenizer:
         """
         if not isinstance(text, str):
             raise TypeError(f"encode: text must be a str, got {type(text).__name__}")
-        allowed = self._special_set(allowed_special, "allowed_special")
-        if disallowed_special == "all":
-            disallowed = self._all_specials - allowed if allowed else self._all_specials
-        else:
-            disallowed = self._special_set(disallowed_special, "disallowed_special") - allowed
-        if disallowed:
-            pattern = (self._special_re if len(disallowed) == len(self._specials)
-                       else self._compiled(disallowed))
-            found = pattern.search(text) if pattern is not None else None
-            if found:
-                raise ValueError(
-                    f"encode: the text contains the special token {found.group()!r} at "
-                    f"character {found.start()}; pass allowed_special={{{found.group()!r}}} "
-                    "(or 'all') to encode it as that special token, or disallowed_special=() "
-                    "to encode it as plain text"
-                )
+        allowed = self._allowed_specials(text, allowed_special, disallowed_special)
         segments = self._segments(text, allowed)
         if return_offsets:
             return self._encode_with_offsets(text, segments)
@@ -464,10 +368,6 @@ class BPETokenizer:
             else:
                 ids.extend(self._encode_ordinary(text[start:end]))
         return ids
-
-    def encode_batch(self, texts: Iterable[str], **kwargs) -> list:
-        """``encode`` of each text (the same keyword arguments)."""
-        return [self.encode(t, **kwargs) for t in texts]
 
     def encode_ordinary(self, text: str) -> list[int]:
         """Ids of ``text`` with every special token's string treated as plain text."""
@@ -510,33 +410,6 @@ class BPETokenizer:
             self._cache.clear()
         self._cache[chunk] = result
         return result
-
-    def _special_set(self, value, name: str) -> frozenset:
-        if isinstance(value, tuple) and not value:
-            return frozenset()
-        if value == "all":
-            return self._all_specials
-        if isinstance(value, str):
-            raise ValueError(f"encode: {name} must be 'all' or an iterable of special tokens, "
-                             f"got the string {value!r}; write {name}={{{value!r}}}")
-        chosen = frozenset(value)
-        unknown = sorted(chosen - set(self._specials))
-        if unknown:
-            raise ValueError(f"encode: {name} names {unknown}, which are not special tokens of "
-                             f"this tokenizer (it has {self._special_by_length[:6]}...)")
-        return chosen
-
-    @staticmethod
-    def _alternation(strings: Sequence[str]):
-        if not strings:
-            return None
-        return regex.compile("|".join(regex.escape(s) for s in strings))
-
-    def _compiled(self, specials: frozenset):
-        if specials not in self._regex_cache:
-            self._regex_cache[specials] = self._alternation(
-                [s for s in self._special_by_length if s in specials])
-        return self._regex_cache[specials]
 
     def _segments(self, text: str, allowed: frozenset) -> list[tuple[int, int, int | None]]:
         """(start, end, special id or None) pieces of ``text``, split at allowed specials."""
@@ -647,26 +520,6 @@ class BPETokenizer:
                       "ignore_merges": self.ignore_merges, "vocab": vocab, "merges": merges},
         }
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_json_dict(), ensure_ascii=False, indent=1)
-
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write ``tokenizer.json`` to ``path`` (a file, or a folder to put it in)."""
-        path = Path(path)
-        if path.is_dir():
-            path = path / "tokenizer.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(self.to_json(), encoding="utf-8")
-        return path
-
-    @property
-    def fingerprint(self) -> str:
-        """A SHA-256 of the tokenizer's content: equal fingerprints encode identically."""
-        if self._fingerprint is None:
-            canonical = json.dumps(self.to_json_dict(), sort_keys=True, ensure_ascii=False)
-            self._fingerprint = hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-        return self._fingerprint
-
     @classmethod
     def from_json_dict(cls, data: dict, source: str = "tokenizer.json") -> "BPETokenizer":
         model = data.get("model") or {}
@@ -698,9 +551,7 @@ class BPETokenizer:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "BPETokenizer":
         """Read a ``tokenizer.json`` (a file, or a folder holding one)."""
-        path = Path(path)
-        if path.is_dir():
-            path = path / "tokenizer.json"
+        path = tokenizer_file(path)
         if not path.exists():
             raise FileNotFoundError(f"tokenizer file {str(path)!r} does not exist; train one with "
                                     "'minitransformer tokenizer train --out FILE'")

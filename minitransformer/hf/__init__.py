@@ -15,13 +15,16 @@ Reading order: ``tensor_file`` (the safetensors format, by hand: a length, a JSO
 raw little-endian bytes), ``architectures`` (per transformers architecture, the config
 translation and the table from our parameter names to transformers keys), ``convert`` (the
 folder-level load and save, with the report of every missing, unused or mis-shaped tensor),
-``hub`` (a hub id to a folder of huggingface_hub's cache; a folder that exists always wins).
+``hub`` (a hub id to a folder of huggingface_hub's cache; a folder that exists always wins),
+``tokenizer_steps`` (the normalizers, pre-tokenizers, decoders and post-processors a
+tokenizer.json names) and ``tokenizer_json`` (the WordPiece and Unigram pipelines built from
+them, and the loader for any tokenizer.json).
 """
-from minitransformer.data.hf_tokenizers import load_tokenizer_json
 from minitransformer.hf.architectures import FAMILIES, UnsupportedConfig
 from minitransformer.hf.convert import ConversionError, load_pretrained, read_weights, save_pretrained
 from minitransformer.hf.hub import locate
 from minitransformer.hf.tensor_file import TensorFileError, read_tensors, write_tensors
+from minitransformer.hf.tokenizer_json import load_tokenizer_json
 
 __all__ = [
     "load_pretrained", "save_pretrained", "load_tokenizer_json", "read_weights", "read_tensors",

@@ -8,6 +8,7 @@ strings mixed in.
 """
 import json
 import unicodedata
+from re import escape as regex_escape
 
 import numpy as np
 import pytest
@@ -15,9 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minitransformer.data import BPETokenizer
-from minitransformer.data.hf_tokenizers import (
-    DECODERS, NORMALIZERS, PRE_TOKENIZERS, UnigramTokenizer, WordPieceTokenizer, load_tokenizer_json,
-)
+from minitransformer.data import Tokenizer as BaseTokenizer
+from minitransformer.hf.tokenizer_json import UnigramTokenizer, WordPieceTokenizer, load_tokenizer_json
+from minitransformer.hf.tokenizer_steps import DECODERS, NORMALIZERS, PRE_TOKENIZERS
 from tests.hf.charsmap import precompiled_spec
 
 tokenizers = pytest.importorskip("tokenizers")
@@ -135,7 +136,7 @@ def test_ids_and_decoded_text_match_tokenizers_on_random_text(pairs, name):
     def check(text, skip):
         for add in (False, True):
             want = ref.encode(text, add_special_tokens=add).ids
-            assert ours.encode(text, add_special_tokens=add) == want, (text, add)
+            assert ours.encode(text, allowed_special="all", add_special_tokens=add) == want, (text, add)
         assert ours.decode(want, skip_special_tokens=skip) == ref.decode(want, skip_special_tokens=skip)
 
     check()
@@ -158,14 +159,14 @@ def test_special_ids_roles_and_sentinels(pairs):
     assert bert.special_ids == (0, 1, 2, 3, 4) and bert.id_to_token(bert.mask_id) == "[MASK]"
     with pytest.raises(ValueError, match="no eos token"):
         bert.eos_id
-    assert bert.encode("the [MASK] sat", allowed_special=()) != bert.encode("the [MASK] sat")
+    assert bert.encode("the [MASK] sat", disallowed_special=()) != bert.encode("the [MASK] sat", allowed_special="all")
     starts = bert.word_start_mask()
     assert not starts[bert.token_to_id("##ing")] and starts[bert.token_to_id("run")]
 
     _, t5 = pairs["t5"]
     assert (t5.pad_id, t5.eos_id, t5.unk_id) == (0, 1, 2)
     assert t5.num_sentinels == 4 and t5.sentinel_id(0) == t5.vocab_size - 1 and t5.sentinel_id(3) == t5.vocab_size - 4
-    assert t5.encode("the <extra_id_1> cat")[1] == t5.sentinel_id(1)
+    assert t5.encode("the <extra_id_1> cat", allowed_special={"<extra_id_1>"})[1] == t5.sentinel_id(1)
 
 
 def test_save_writes_the_file_back_and_reloads_identically(pairs, tmp_path):
@@ -173,7 +174,32 @@ def test_save_writes_the_file_back_and_reloads_identically(pairs, tmp_path):
         again = load_tokenizer_json(ours.save(tmp_path / name))
         assert again.fingerprint == ours.fingerprint
         text = "The café's naïve cat <extra_id_0> [MASK] runs!"
-        assert again.encode(text) == ours.encode(text)
+        assert again.encode(text, allowed_special="all") == ours.encode(text, allowed_special="all")
+
+
+@pytest.mark.parametrize("name", list(TOKENIZERS))
+def test_special_token_text_raises_unless_allowed_as_for_bpe(pairs, name):
+    """The one rule of every tokenizer here: a special token's string in the text raises
+    unless allowed; disallowed_special=() reads it as plain text, which is what tokenizers
+    does with encode_special_tokens set."""
+    ref, ours = pairs[name]
+    assert isinstance(ours, BaseTokenizer)        # the base that BPETokenizer shares
+    special = TOKENIZERS[name][2][-1]
+    text = f"the cat {special} sat"
+    with pytest.raises(ValueError, match=rf"special token '{regex_escape(special)}' at character 8"):
+        ours.encode(text)
+    with pytest.raises(ValueError, match="special token"):
+        ours.encode_batch(["the cat", text], add_special_tokens=True)
+    allowed = ours.encode(text, allowed_special={special})
+    assert allowed == ref.encode(text, add_special_tokens=False).ids
+    plain = ours.encode(text, disallowed_special=())
+    assert plain != allowed         # (T5's Unigram may still spell the text with the sentinel's piece)
+    assert plain == ours.encode_ordinary(text)
+    ref.encode_special_tokens = True
+    try:
+        assert plain == ref.encode(text, add_special_tokens=False).ids
+    finally:
+        ref.encode_special_tokens = False
 
 
 @settings(max_examples=60, deadline=None)

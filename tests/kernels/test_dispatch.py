@@ -1,11 +1,13 @@
 """The registry hands the functional ops these kernels, and "reference" turns them off."""
+import sys
+
 import numpy as np
 import pytest
 
 import minitransformer as mt
 import minitransformer.functional as F
 from minitransformer import kernels
-from minitransformer.kernels import attention, cross_entropy, softmax
+from minitransformer.kernels import attention, cross_entropy, dispatch, softmax
 
 NAMES = {
     "softmax_forward": softmax, "softmax_backward": softmax,
@@ -46,3 +48,33 @@ def test_same_graph_either_way():
             (y * y).sum().backward()
             grads.append(t.grad)
     np.testing.assert_allclose(grads[0], grads[1], rtol=1e-12, atol=1e-14)
+
+
+def test_the_table_names_only_modules_that_exist_and_define_the_kernel():
+    # CUDA modules import without a GPU (numba.cuda is bound when a kernel is first built).
+    for name, modules in dispatch._TABLE.items():
+        for device, module in zip(("cpu", "cuda"), modules):
+            if module is not None:
+                assert callable(getattr(dispatch._module_for(name, device), name)), (name, device)
+    assert dispatch._module_for("gelu_forward", "cuda") is None       # no CUDA GELU kernel
+
+
+@pytest.fixture
+def broken_kernel(tmp_path, monkeypatch):
+    """A kernel module ``broken_kernel`` whose import fails, listed in the table for the CPU."""
+    (tmp_path / "broken_kernel.py").write_text("import a_module_that_is_not_installed\n")
+    monkeypatch.setattr(kernels, "__path__", [*kernels.__path__, str(tmp_path)])
+    monkeypatch.setitem(dispatch._TABLE, "broken_forward", ("broken_kernel", None))
+    dispatch._module_for.cache_clear()
+    yield "broken_forward"
+    sys.modules.pop(f"{kernels.__name__}.broken_kernel", None)
+    dispatch._module_for.cache_clear()
+
+
+@pytest.mark.parametrize("mode", ["auto", "numba"])
+def test_a_kernel_module_that_fails_to_import_raises_instead_of_falling_back(broken_kernel, mode):
+    x = np.zeros(3, np.float32)
+    with kernels.using(mode), pytest.raises(ModuleNotFoundError, match="a_module_that_is_not_installed"):
+        kernels.get(broken_kernel, x)
+    with kernels.using("reference"):
+        assert kernels.get(broken_kernel, x) is None       # the reference never imports it

@@ -212,36 +212,3 @@ def gopher_repetition(text: str, cfg: GopherRepetitionConfig = GopherRepetitionC
         if lengths[covered].sum() / total > getattr(cfg, f"max_dup_{n}gram"):
             return f"dup_{n}gram"
     return None
-    h = word_hashes(words)                                        # (W,)
-    # window_chars[i] = characters of words i..i+n-1, from one running sum.
-    running = np.concatenate(([0], np.cumsum(lengths)))           # (W + 1,)
-    for n in (2, 3, 4):
-        g = ngram_hashes(h, n)                                    # (W - n + 1,)
-        if g.size == 0:
-            break
-        _, inverse, counts = np.unique(g, return_inverse=True, return_counts=True)
-        top = counts.max()
-        if top < 2:
-            continue
-        window_chars = running[n:] - running[:-n]                  # (W - n + 1,)
-        share = top * window_chars[counts[inverse] == top].max() / total
-        if share > getattr(cfg, f"max_top_{n}gram"):
-            return f"top_{n}gram"
-    for n in range(5, 11):
-        g = ngram_hashes(h, n)                                    # (W - n + 1,)
-        if g.size == 0:
-            break
-        _, first = np.unique(g, return_index=True)
-        repeat = np.ones(g.size, bool)
-        repeat[first] = False
-        starts = np.nonzero(repeat)[0]
-        if starts.size == 0:
-            break  # a repeated (n+1)-gram starts with a repeated n-gram: none for larger n either
-        # Mark words i..i+n-1 of each repeat: +1 at its start, -1 past its end, running sum.
-        edges = np.zeros(len(words) + 1, np.int64)
-        edges[starts] += 1        # starts are distinct, so plain fancy-index updates suffice
-        edges[starts + n] -= 1
-        covered = np.cumsum(edges[:-1]) > 0                          # (W,)
-        if lengths[covered].sum() / total > getattr(cfg, f"max_dup_{n}gram"):
-            return f"dup_{n}gram"
-    return None
