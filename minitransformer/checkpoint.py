@@ -42,6 +42,13 @@ class CheckpointError(ValueError):
     """A checkpoint is missing, incomplete or corrupted."""
 
 
+def _write_point(path: Path) -> None:
+    """Called just before each file or folder of a save is written, renamed or deleted.
+
+    Does nothing; a crash test replaces it to stop a save at every such point in turn.
+    """
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -119,35 +126,47 @@ def save_checkpoint(run_dir, step: int, model, optimizer=None, state: dict | Non
     ckpt_root = run_dir / "checkpoints"
     ckpt_root.mkdir(parents=True, exist_ok=True)
     for stale in ckpt_root.glob("*.tmp"):          # debris of an interrupted save
+        _write_point(stale)
         shutil.rmtree(stale, ignore_errors=True)
     name = f"step-{step:06d}"
     tmp = ckpt_root / f"{name}.tmp"
+    _write_point(tmp)
     tmp.mkdir()
 
+    _write_point(tmp / "model.safetensors")
     save_arrays(tmp / "model.safetensors", model.state_dict(), {"format": "pt"})
     if optimizer is not None:
+        _write_point(tmp / "optimizer.safetensors")
         save_arrays(tmp / "optimizer.safetensors", optimizer.state_dict())
+    _write_point(tmp / "config.json")
     _write_json(tmp / "config.json", config_to_dict(model.config))
     if tokenizer is not None:
+        _write_point(tmp / "tokenizer.json")
         tokenizer.save(tmp / "tokenizer.json")
     if card is not None:
+        _write_point(tmp / "README.md")
         (tmp / "README.md").write_text(card)
     files = sorted(p.name for p in tmp.iterdir())
     full_state = dict(state or {}, step=step, format_version=FORMAT_VERSION,
                       checksums={f: _sha256(tmp / f) for f in files})
+    _write_point(tmp / STATE_FILE)
     _write_json(tmp / STATE_FILE, full_state)
     _fsync_dir(tmp)
 
     final = ckpt_root / name
     if final.exists():
+        _write_point(final)
         shutil.rmtree(final)
+    _write_point(final)
     os.rename(tmp, final)
     _fsync_dir(ckpt_root)
 
     pointer_tmp = run_dir / "latest.tmp"
+    _write_point(pointer_tmp)
     pointer_tmp.write_text(f"checkpoints/{name}\n")
     with open(pointer_tmp, "rb+") as f:
         os.fsync(f.fileno())
+    _write_point(run_dir / "latest")
     os.replace(pointer_tmp, run_dir / "latest")
     _fsync_dir(run_dir)
 
@@ -155,6 +174,7 @@ def save_checkpoint(run_dir, step: int, model, optimizer=None, state: dict | Non
         complete = sorted(p for p in ckpt_root.glob("step-*") if not p.name.endswith(".tmp"))
         for old in complete[:-keep]:
             if old != final:
+                _write_point(old)
                 shutil.rmtree(old, ignore_errors=True)
     return final
 
