@@ -1,6 +1,8 @@
 """Masked LM batches on a synthetic vocabulary: symbols 0..K-1, special ids above them."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -117,7 +119,7 @@ def test_whole_word_masking_selects_words_together():
     starts[:K // 2] = True                      # symbols 0..19 begin a word, 20..39 continue it
     starts[list(SPECIAL)] = True
     obj = make(whole_word=True, word_starts=starts, seed=2, mlm_probability=0.3)
-    selected_tokens = total = 0
+    words = selected_words = 0
     for i in range(40):
         b = obj.batch(i, 8)
         raw = originals(obj, i, 8)
@@ -132,10 +134,12 @@ def test_whole_word_masking_selects_words_together():
                     continue
                 if starts[tok] or word_sel is None:
                     word_sel = sel[r, t]
+                    words += 1
+                    selected_words += int(word_sel)
                 assert sel[r, t] == word_sel, "a word is selected whole or not at all"
-        selected_tokens += sel.sum()
-        total += (~np.isin(raw, list(SPECIAL))).sum()
-    assert 0.2 < selected_tokens / total < 0.4
+    # Each word is selected independently with p = 0.3: the rate is within 5 standard errors.
+    rate, se = selected_words / words, math.sqrt(0.3 * 0.7 / words)
+    assert abs(rate - 0.3) < 5 * se, f"{selected_words} of {words} words selected ({rate:.3f}), expected 0.3 +- {5 * se:.3f}"
 
 
 def test_bad_arguments():
