@@ -143,12 +143,17 @@ class Stale(Exception):
 
 
 def apply(copy: Path, m: Mutant) -> str:
+    """Apply the mutant's edits to the copy; return the file's original text."""
     path = copy / m.file
-    text = path.read_text()
-    if text.count(m.find) != 1:
-        raise Stale(f"{m.id}: its find text occurs {text.count(m.find)} times in {m.file}; update tools/mutants.toml")
-    path.write_text(text.replace(m.find, m.replace))
-    return text
+    original = text = path.read_text()
+    finds, replaces = ([m.find], [m.replace]) if isinstance(m.find, str) else (m.find, m.replace)
+    for find, replace in zip(finds, replaces, strict=True):
+        if text.count(find) != 1:
+            raise Stale(f"{m.id}: its find text occurs {text.count(find)} times in {m.file}; "
+                        "update tools/mutants.toml")
+        text = text.replace(find, replace)
+    path.write_text(text)
+    return original
 
 
 def score_module(mod: Module, tests_rev: str | None, log=print) -> dict:

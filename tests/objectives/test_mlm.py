@@ -139,7 +139,8 @@ def test_whole_word_masking_selects_words_together():
                 assert sel[r, t] == word_sel, "a word is selected whole or not at all"
     # Each word is selected independently with p = 0.3: the rate is within 5 standard errors.
     rate, se = selected_words / words, math.sqrt(0.3 * 0.7 / words)
-    assert abs(rate - 0.3) < 5 * se, f"{selected_words} of {words} words selected ({rate:.3f}), expected 0.3 +- {5 * se:.3f}"
+    assert abs(rate - 0.3) < 5 * se, \
+        f"{selected_words} of {words} words selected ({rate:.3f}), expected 0.3 +- {5 * se:.3f}"
 
 
 def test_bad_arguments():
