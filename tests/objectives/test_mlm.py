@@ -158,3 +158,21 @@ def test_bad_arguments():
         make(tokens=np.array([], dtype=np.int64))
     with pytest.raises(ValueError, match="outside the vocabulary"):
         make(tokens=np.array([1, 2, 300] * 20)).batch(0, 2)
+
+
+def test_random_replacements_are_ordinary_tokens_when_specials_come_first():
+    """BERT's vocabulary starts with its specials ([PAD] = 0, ...): a random replacement must
+    still be drawn from the ordinary tokens only, wherever the specials sit."""
+    shift = 5                                    # specials 0..4, ordinary symbols 5..44
+    tokens = stream() + shift
+    tokens[stream() == EOS] = 4
+    obj = MLMObjective(tokens, block_size=32, vocab_size=VOCAB, mask_id=1, cls_id=2, sep_id=3, pad_id=0,
+                       special_ids=[4], seed=0)
+    replaced = 0
+    for i in range(20):
+        b = obj.batch(i, 8)
+        targets = b["labels"] != -100
+        changed = targets & (b["input_ids"] != b["labels"]) & (b["input_ids"] != 1)
+        assert (b["input_ids"][changed] >= shift).all(), "a random replacement drew a special token"
+        replaced += int(changed.sum())
+    assert replaced > 20, "too few random replacements to check"
