@@ -6,7 +6,6 @@ hypothesis scored ``log p / length ** length_penalty``, and at the length limit 
 compete with the finished ones. A beam search that forgets to reorder its KV cache after the
 beams are re-ranked continues each beam from another beam's history and picks other tokens.
 """
-import numpy as np
 import pytest
 
 from minitransformer import generate, hf
