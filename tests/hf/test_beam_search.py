@@ -29,11 +29,19 @@ def their_beams(t5, inputs, num_beams, length_penalty, max_new_tokens):
     return out
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_t5_beam_search_equals_transformers_with_four_beams(tmp_path, seed):
+# (seed, eos_boost): seeds where a beam without its reordered cache, or an open beam that may not
+# compete at the limit, changes the answer; a boosted EOS embedding (tied to its logit) makes
+# hypotheses of several lengths finish, so that the length penalty decides between them.
+CASES = [(1, 0.0), (5, 0.0), (5, 4.0)]
+
+
+@pytest.mark.parametrize("seed,eos_boost", CASES)
+def test_t5_beam_search_equals_transformers_with_four_beams(tmp_path, seed, eos_boost):
     torch.manual_seed(seed)
     # initializer_factor 3 spreads the logits so that beams disagree with greedy decoding
     t5 = transformers.T5ForConditionalGeneration(hf_t5("v1.0", initializer_factor=3.0)).double().eval()
+    with torch.no_grad():
+        t5.shared.weight[1] += eos_boost * t5.shared.weight[1].sign()
     t5.save_pretrained(tmp_path)
     ours = hf.load_pretrained(tmp_path, dtype="float64")
     for length_penalty in (1.0, 0.0):
