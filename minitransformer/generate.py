@@ -183,6 +183,7 @@ def seq2seq_beam(model, inputs, num_beams: int = 4, max_new_tokens: int = 50, eo
         finished = [[] for _ in range(n)]
         cache = None
         step_ids = numpy.full((n * k, 1), start, dtype=numpy.int64)
+        t = 0                                      # the steps taken, for max_new_tokens=0 too
         for t in range(max_new_tokens):
             logits, cache = model.decode(xp.asarray(step_ids), memory, attention_mask=mem_mask,
                                          past_key_values=cache, use_cache=True)
@@ -197,13 +198,14 @@ def seq2seq_beam(model, inputs, num_beams: int = 4, max_new_tokens: int = 50, eo
             new_tokens = numpy.full((n, k), pad_id, dtype=numpy.int64)
             for i in range(n):
                 j = 0
-                for cand in best[i]:
+                for rank, cand in enumerate(best[i]):
                     beam, tok = divmod(int(cand), v)
                     row, s = i * k + beam, total[i, cand]
                     if not numpy.isfinite(s):
                         continue
                     if tok == eos_id:
-                        finished[i].append((s / (t + 1) ** length_penalty, seqs[row] + [tok]))
+                        if rank < k:               # an EOS outside the best k is no hypothesis (as in transformers)
+                            finished[i].append((s / (t + 1) ** length_penalty, seqs[row] + [tok]))
                         continue
                     if j < k:
                         new_scores[i, j], new_rows[i, j], new_tokens[i, j] = s, row, tok
@@ -218,8 +220,8 @@ def seq2seq_beam(model, inputs, num_beams: int = 4, max_new_tokens: int = 50, eo
                 break
     results = []
     for i in range(n):
-        pool = finished[i] or [(scores[i, j] / max_new_tokens ** length_penalty, seqs[i * k + j])
-                               for j in range(k)]
+        # Open beams compete with finished ones at the length reached (as transformers does at its limit).
+        pool = finished[i] + [(scores[i, j] / (t + 1) ** length_penalty, seqs[i * k + j]) for j in range(k)]
         results.append(max(pool, key=lambda x: x[0])[1])
     return results
 

@@ -14,7 +14,7 @@ gated tanh-GELU (v1.1), with dropout on its hidden activations.
 
 Initialisation (T5, factor f = 1): embedding N(0, f^2); q N(0, f^2 / (d_model d_kv));
 k, v N(0, f^2 / d_model); o N(0, f^2 / (H d_kv)); wi N(0, f^2 / d_model);
-wo N(0, f^2 / d_ff); relative bias N(0, f^2 / d_model); norms 1; an untied lm_head N(0, f^2).
+wo N(0, f^2 / d_ff); relative bias N(0, f^2 / d_model); norm gains f; an untied lm_head N(0, f^2).
 
 Parameter names and their ``transformers`` T5ForConditionalGeneration keys (S = encoder or
 decoder; in the decoder the feed-forward is layer.2 and cross-attention layer.1):
@@ -68,6 +68,9 @@ class T5Stack(Module):
         self.blocks = ModuleList(blocks)
         self.final_norm = RMSNorm(c.d_model, c.layer_norm_epsilon)
         self.dropout = Dropout(c.dropout_rate)
+        for _, module in self.named_modules():     # transformers starts every norm gain at f, not 1
+            if isinstance(module, RMSNorm):
+                module.weight.data[...] = f
 
     def forward(self, x, mask=None, memory=None, memory_mask=None, cache: KVCache | None = None):
         """x (B, T, C) embedded tokens -> (B, T, C).

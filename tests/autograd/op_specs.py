@@ -22,13 +22,22 @@ from minitransformer.autograd import ops
 from minitransformer.testing import broadcastable_shapes, float_arrays, shapes
 
 
+# Tolerances from the finite-difference error, not a blanket 1e-3. Central differences with
+# step h = 1e-6 in float64 err by about h^2 |f^(3)| / 6 (truncation, ~1e-13 here) plus
+# 2^-52 |f| / h (rounding, ~2e-10 |f|); inputs are O(1) to O(10), so an absolute 1e-7 and a
+# relative 1e-6 leave a margin of 50 or more over both, while a backward that is off by 0.01%
+# fails. A spec whose op has a larger error of its own says so beside a looser value.
+FD_ATOL = 1e-7
+FD_RTOL = 1e-6
+
+
 @dataclass
 class OpSpec:
     name: str
     draw: Callable          # (draw) -> (fn, list of input arrays, list of constant args)
     covers: tuple = ()      # Function classes and public function names exercised
-    atol: float = 1e-5
-    rtol: float = 1e-3
+    atol: float = FD_ATOL
+    rtol: float = FD_RTOL
     fast_mode: bool = False
     examples: int = 15
     extra: dict = field(default_factory=dict)

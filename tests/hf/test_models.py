@@ -318,3 +318,34 @@ def test_a_tied_copy_that_differs_is_refused(tmp_path):
     save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(hf.ConversionError, match="cls.predictions.decoder.weight != bert.embeddings"):
         hf.load_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["gpt2", "bert", "t5-v1.1"])
+def test_losses_equal_transformers_losses(tmp_path, monkeypatch, name):
+    """The training loss, not only the logits: the same labels (with -100 holes) give the loss
+    transformers computes, so a label shift that is off by one cannot hide behind equal logits."""
+    t5_norm_in_input_precision(monkeypatch, "float64")
+    torch.manual_seed(0)
+    theirs = HF_MODELS[name]().double().eval()
+    theirs.save_pretrained(tmp_path)
+    ours = hf.load_pretrained(tmp_path, dtype="float64")
+    rng = np.random.default_rng(2)
+    ids, mask = padded_batch(rng)
+    labels = np.where((mask == 1) & (rng.random(ids.shape) < 0.7), ids, -100)
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    hf_args = dict(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), labels=torch.tensor(labels))
+    if name == "bert":
+        batch["token_type_ids"] = np.zeros_like(ids)
+        hf_args["token_type_ids"] = torch.tensor(batch["token_type_ids"])
+    if name.startswith("t5"):
+        dec, dec_mask = padded_batch(rng, t=5)
+        dec_labels = np.where(dec_mask == 1, rng.integers(2, VOCAB, dec.shape), -100)
+        batch.update(decoder_input_ids=dec, decoder_attention_mask=dec_mask, labels=dec_labels)
+        hf_args.update(decoder_input_ids=torch.tensor(dec), decoder_attention_mask=torch.tensor(dec_mask),
+                       labels=torch.tensor(dec_labels))
+    with torch.no_grad():
+        expected = float(theirs(**hf_args).loss)
+    with mt.no_grad():
+        got = float(ours.loss(batch).item())
+    # transformers' loss functions upcast logits to float32 (not float64): 1e-6 is that rounding
+    assert got == pytest.approx(expected, rel=1e-6), f"{name}: loss {got} here, {expected} in transformers"

@@ -146,9 +146,13 @@ def test_relative_position_bucket_worked_values(bidirectional, table):
 
 
 def test_bucket_formula_in_between():
-    # One value worked by hand: d = -40 one-directional -> 16 + floor(16 ln(2.5)/ln 8) = 16 + 7.
-    assert 16 * math.log(2.5) / math.log(8) == pytest.approx(7.05, abs=0.01)
-    assert relative_position_bucket(np.array([-40]), False, 32, 128).tolist() == [23]
+    """Every one-directional distance d = 16..300 against the formula written out:
+    16 + floor(16 ln(d / 16) / ln(128 / 16)), at most 31 (d = 40: 16 + floor(7.05) = 23)."""
+    distances = np.arange(16, 301)
+    expected = [min(31, 16 + math.floor(16 * math.log(d / 16) / math.log(8))) for d in distances]
+    got = relative_position_bucket(-distances, False, 32, 128).tolist()
+    assert got == expected
+    assert got[40 - 16] == 23
 
 
 def test_relative_position_bucket_matches_transformers():

@@ -1,6 +1,8 @@
 """Masked LM batches on a synthetic vocabulary: symbols 0..K-1, special ids above them."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -117,7 +119,7 @@ def test_whole_word_masking_selects_words_together():
     starts[:K // 2] = True                      # symbols 0..19 begin a word, 20..39 continue it
     starts[list(SPECIAL)] = True
     obj = make(whole_word=True, word_starts=starts, seed=2, mlm_probability=0.3)
-    selected_tokens = total = 0
+    words = selected_words = 0
     for i in range(40):
         b = obj.batch(i, 8)
         raw = originals(obj, i, 8)
@@ -132,10 +134,13 @@ def test_whole_word_masking_selects_words_together():
                     continue
                 if starts[tok] or word_sel is None:
                     word_sel = sel[r, t]
+                    words += 1
+                    selected_words += int(word_sel)
                 assert sel[r, t] == word_sel, "a word is selected whole or not at all"
-        selected_tokens += sel.sum()
-        total += (~np.isin(raw, list(SPECIAL))).sum()
-    assert 0.2 < selected_tokens / total < 0.4
+    # Each word is selected independently with p = 0.3: the rate is within 5 standard errors.
+    rate, se = selected_words / words, math.sqrt(0.3 * 0.7 / words)
+    assert abs(rate - 0.3) < 5 * se, \
+        f"{selected_words} of {words} words selected ({rate:.3f}), expected 0.3 +- {5 * se:.3f}"
 
 
 def test_bad_arguments():
@@ -153,3 +158,21 @@ def test_bad_arguments():
         make(tokens=np.array([], dtype=np.int64))
     with pytest.raises(ValueError, match="outside the vocabulary"):
         make(tokens=np.array([1, 2, 300] * 20)).batch(0, 2)
+
+
+def test_random_replacements_are_ordinary_tokens_when_specials_come_first():
+    """BERT's vocabulary starts with its specials ([PAD] = 0, ...): a random replacement must
+    still be drawn from the ordinary tokens only, wherever the specials sit."""
+    shift = 5                                    # specials 0..4, ordinary symbols 5..44
+    tokens = stream() + shift
+    tokens[stream() == EOS] = 4
+    obj = MLMObjective(tokens, block_size=32, vocab_size=VOCAB, mask_id=1, cls_id=2, sep_id=3, pad_id=0,
+                       special_ids=[4], seed=0)
+    replaced = 0
+    for i in range(20):
+        b = obj.batch(i, 8)
+        targets = b["labels"] != -100
+        changed = targets & (b["input_ids"] != b["labels"]) & (b["input_ids"] != 1)
+        assert (b["input_ids"][changed] >= shift).all(), "a random replacement drew a special token"
+        replaced += int(changed.sum())
+    assert replaced > 20, "too few random replacements to check"

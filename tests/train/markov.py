@@ -7,6 +7,8 @@ nats per symbol) is H(3/4, 1/4) ~ 0.56, far below the unigram entropy U ~ ln K.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 K = 16
@@ -50,3 +52,46 @@ def sample(p: np.ndarray, n: int, seed: int) -> np.ndarray:
     for t in range(1, n):
         out[t] = min(int(np.searchsorted(cdf[out[t - 1]], u[t])), K - 1)
     return out
+
+
+# ---------------------------------------------------------------------------------------
+# Floors: no model can beat these by more than noise, so a loss below one is a leak
+# ---------------------------------------------------------------------------------------
+
+def _floor_stats(cond: np.ndarray, joint: np.ndarray) -> tuple[float, float, int]:
+    """(entropy, per-token std of -log p, free parameters) of a best predictor whose
+    conditional probabilities ``cond`` sit beside their ``joint`` probabilities; the
+    context is every axis but the one predicted (axis 1 of ``cond``)."""
+    logp = np.log(np.where(cond > 0, cond, 1.0))
+    h = float(-(joint * logp).sum())
+    var = float((joint * logp ** 2).sum()) - h ** 2
+    support = (joint > 0).sum(axis=1)                    # possible predictions per context
+    free = int((support[support > 0] - 1).sum())
+    return h, math.sqrt(max(var, 0.0)), free
+
+
+def next_symbol_floor(p: np.ndarray) -> tuple[float, float, int]:
+    """A symbol seen after its predecessor: H(X_t | X_{t-1}) = H, its std, free parameters."""
+    joint = stationary(p)[:, None] * p                                   # (a, x)
+    h, sd, free = _floor_stats(p[:, :, None], joint[:, :, None])
+    return h, sd, free
+
+
+def masked_symbol_floor(p: np.ndarray) -> tuple[float, float, int]:
+    """A symbol seen between both neighbours: H(X_t | X_{t-1}, X_{t+1}), the least a bidirectional
+    model can reach on a chain symbol (more masked neighbours only raise it)."""
+    joint = stationary(p)[:, None, None] * p[:, :, None] * p[None, :, :]   # (a, x, b)
+    cond = joint / np.maximum(joint.sum(axis=1, keepdims=True), 1e-300)
+    return _floor_stats(cond, joint)
+
+
+def loss_floor(stats: tuple[float, float, int], chain_targets: int, all_targets: int) -> float:
+    """The lowest mean loss over ``all_targets`` tokens that is not a leak, when ``chain_targets``
+    of them are chain symbols bound by ``stats`` (the rest, special tokens, may cost nothing).
+
+    Two allowances below the expected floor: 5 standard errors of the sample mean, and the
+    plug-in bias (free parameters / 2m): a model can at most fit the sample's own frequencies.
+    """
+    h, sd, free = stats
+    m = chain_targets
+    return (m * h - 5 * sd * math.sqrt(m) - free / 2) / all_targets

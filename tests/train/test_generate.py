@@ -63,25 +63,47 @@ def test_top_k_and_top_p_keep_only_their_sets():
     assert int(generate.sample_next(logits, 0.0)[0]) == 0
 
 
-def test_t5_beam_of_one_is_greedy_and_wider_beams_score_no_worse(t5):
+def greedy_by_hand(t5, x, steps):
+    """Full decoder pass each step, argmax of the last position: no cache, no beams."""
+    dec = [0]
+    for _ in range(steps):
+        logits = t5(np.array([x]), np.array([dec]))
+        dec.append(int(logits.data[0, -1].argmax()))
+        if dec[-1] == 1:
+            break
+    return dec[1:]
+
+
+def test_t5_greedy_and_a_beam_of_one_equal_greedy_by_hand(t5):
     inputs = [[3, 4, 5, 1], [6, 7, 1]]
     greedy = generate.seq2seq_greedy(t5, inputs, max_new_tokens=6, eos_id=1, pad_id=0)
-    # greedy by hand: full decoder pass each step, argmax of the last position
-    for x, out in zip(inputs, greedy):
-        dec = [0]
-        for _ in range(len(out)):
-            logits = t5(np.array([x]), np.array([dec]))
-            dec.append(int(logits.data[0, -1].argmax()))
-        assert dec[1:] == out
+    assert greedy == [greedy_by_hand(t5, x, 6) for x in inputs]
+    for length_penalty in (0.0, 1.0):
+        beam = generate.seq2seq_beam(t5, inputs, num_beams=1, max_new_tokens=6, eos_id=1, pad_id=0,
+                                     length_penalty=length_penalty)
+        assert beam == greedy, f"length_penalty={length_penalty}"
 
-    def logprob(x, y):
-        logits = t5(np.array([x]), np.array([[0] + y[:-1]])).data[0]
-        z = logits - logits.max(axis=-1, keepdims=True)
-        logp = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
-        return float(sum(logp[i, t] for i, t in enumerate(y)))
 
-    beam = generate.seq2seq_beam(t5, inputs, num_beams=4, max_new_tokens=6, eos_id=1, pad_id=0,
+def test_t5_beams_as_many_as_all_prefixes_find_the_exhaustive_best(t5):
+    """With k >= V^(L-1) beams, beam search keeps every prefix of length L-1, so over L steps it
+    must return argmax log p(y) of all outputs y of at most L tokens (EOS ends one early)."""
+    x, steps = [3, 4, 5, 1], 3
+    prefixes = np.array([[0, a, b] for a in range(V) for b in range(V)])       # (V^2, 3)
+    logits = t5(np.array([x] * len(prefixes)), prefixes).data                  # (V^2, 3, V)
+    z = logits - logits.max(axis=-1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    best, best_score = [1], logp[0, 0, 1]                                      # EOS first
+    for r, (_, a, b) in enumerate(prefixes):
+        if a == 1 or b == 1:
+            continue
+        if b == 0:                                                             # [a, EOS], once per a
+            score = logp[r, 0, a] + logp[r, 1, 1]
+            if score > best_score:
+                best, best_score = [int(a), 1], score
+        third = logp[r, 0, a] + logp[r, 1, b] + logp[r, 2]                     # [a, b, c] for every c
+        c = int(third.argmax())
+        if third[c] > best_score:
+            best, best_score = [int(a), int(b), c], third[c]
+    beam = generate.seq2seq_beam(t5, [x], num_beams=V ** (steps - 1), max_new_tokens=steps, eos_id=1, pad_id=0,
                                  length_penalty=0.0)
-    for x, g, b in zip(inputs, greedy, beam):
-        if len(g) == len(b):
-            assert logprob(x, b) >= logprob(x, g) - 1e-9
+    assert beam == [best]
