@@ -88,10 +88,10 @@ def write_api_pages(srcdir: Path) -> None:
     for ch in book.CHAPTERS:
         title = f"{ch.title}: the source"
         lines = [title, "=" * len(title), "",
-                 f"The modules of :doc:`/chapters/{ch.slug}`, their docstrings as written. Each "
-                 "module's highlighted source is one click away ([source] or the module link).", ""]
+                 f"The modules of :doc:`/chapters/{ch.slug}`, their docstrings as written. Each class "
+                 "and function links to its highlighted source ([source]), and the source back to it.", ""]
         for m in by_chapter[ch.slug]:
-            lines += [f".. automodule:: {m}"]
+            lines += [f"``{m}``", "-" * (len(m) + 4), "", f".. automodule:: {m}"]
             # A package's __init__ re-exports what its modules define; they document it.
             lines += ["", ""] if hasattr(importlib.import_module(m), "__path__") else ["   :members:", "", ""]
         _write_if_changed(srcdir / "api" / f"{ch.slug}.rst", "\n".join(lines))
