@@ -64,6 +64,38 @@ def block_k_for(head_dim: int, block_q: int = BLOCK_Q) -> int:
     return bk
 
 
+SKIPPED, FULL, MASKED = 0, 1, 2
+
+
+def tile_schedule(tq: int, tk: int, causal: bool = False, *, block_q: int = BLOCK_Q,
+                  block_k: int = 64) -> np.ndarray:
+    """Which (query tile, key tile) pairs the kernel computes: an (n_qb, n_kb) int array.
+
+    SKIPPED: the causal mask hides the whole tile, so neither pass touches it (the forward
+    stops each query tile at k_end, the backward starts each key tile at qb_first).
+    FULL: computed, every entry visible. MASKED: computed, but the tile crosses the causal
+    diagonal (query i sees key j iff j <= i + Tk - Tq), so some entries are set to -inf.
+    This states the passes' loop bounds without running them (the book draws it).
+    """
+    n_qb, n_kb = -(-tq // block_q), -(-tk // block_k)
+    offset = tk - tq
+    out = np.full((n_qb, n_kb), FULL, np.int64)
+    if not causal:
+        return out
+    for qb in range(n_qb):
+        i0 = qb * block_q
+        nq = min(block_q, tq - i0)
+        k_end = min(tk, i0 + nq + offset)             # the forward's bound for this query tile
+        for kb in range(n_kb):
+            j0 = kb * block_k
+            nk = min(block_k, tk - j0)
+            if j0 >= k_end:
+                out[qb, kb] = SKIPPED
+            elif j0 + nk - 1 > i0 + offset:           # the last key is past the first row's diagonal
+                out[qb, kb] = MASKED
+    return out
+
+
 # ---------------------------------------------------------------------------------------
 # Tiles are kept transposed: st[c, r] = S[i0 + r, j0 + c], one row per key and one column
 # per query. Everything a query row needs (its running max, sum, shift, Delta) is then a

@@ -17,6 +17,16 @@ def test_softmax_rows_sum_to_one_and_ignore_shifts(x, shift):
     assert_close(F.softmax(mt.tensor(x + shift)).data, y, rtol=1e-9, atol=1e-12)
 
 
+def test_reference_softmax_survives_extreme_logits():
+    """exp(1000) overflows and exp(-1000) underflows: the reference (the kernel has its own
+    test) must subtract each row's maximum before exponentiating."""
+    x = np.array([[1000.0, 999.0, -1000.0], [-1000.0, -1001.0, -1002.0]])
+    with mt.kernels.using("reference"):
+        y = F.softmax(mt.tensor(x)).data
+    want = np.exp(x - x.max(axis=-1, keepdims=True))
+    assert_close(y, want / want.sum(axis=-1, keepdims=True), rtol=1e-12, atol=1e-15)
+
+
 @settings(max_examples=30)
 @given(shapes(min_dims=1, max_dims=3).flatmap(lambda s: float_arrays(s, min_value=-20, max_value=20)))
 def test_log_softmax_is_log_of_softmax(x):

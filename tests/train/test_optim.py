@@ -16,8 +16,9 @@ def _grads(rng, step):
     return [rng.standard_normal((4, 3)) * (step + 1), rng.standard_normal(3)]
 
 
+@pytest.mark.parametrize("mode", ["auto", "reference"])   # the fused AdamW kernel, and the array code
 @pytest.mark.parametrize("kind", ["adamw", "sgd"])
-def test_optimizer_matches_pytorch(kind):
+def test_optimizer_matches_pytorch(kind, mode):
     torch = pytest.importorskip("torch")         # only this test needs it; the rest run without
     rng = np.random.default_rng(0)
     init = _params(rng)
@@ -35,7 +36,8 @@ def test_optimizer_matches_pytorch(kind):
         for (_, p), t, g in zip(ours, theirs, _grads(grad_rng, step)):
             p.grad = g.copy()
             t.grad = torch.tensor(g.copy())
-        opt.step()
+        with mt.kernels.using(mode):
+            opt.step()
         ref.step()
     for (_, p), t in zip(ours, theirs):
         np.testing.assert_allclose(p.data, t.detach().numpy(), rtol=1e-12, atol=1e-12)
