@@ -220,7 +220,8 @@ def run(device: str, mode: str, repeat: int, warmup: int = 1, torch=None, only=N
 
 def table(rows: list[dict]) -> str:
     """A markdown table: median milliseconds (min-max), the rate, and the kernel's speed-ups."""
-    lines = ["| op (fwd+bwd) | shape | reference ms (min-max) | kernel ms (min-max) | PyTorch ms (min-max) | kernel rate | PyTorch rate "
+    lines = ["| op (fwd+bwd) | shape | reference ms (min-max) | kernel ms (min-max) | PyTorch ms (min-max) "
+             "| kernel rate | PyTorch rate "
              "| kernel vs PyTorch | kernel vs reference |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
 

@@ -49,7 +49,7 @@ FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 # ---------------------------------------------------------------------------------------
 
 @intrinsic
-def _bits_as_float(typingctx, bits):
+def _bits_as_float(_typingctx, bits):
     """Reinterpret an int32 as a float32, or an int64 as a float64 (no conversion)."""
     result = {types.int32: types.float32, types.int64: types.float64}.get(bits)
     if result is None:

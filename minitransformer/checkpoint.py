@@ -78,15 +78,16 @@ def config_to_dict(config) -> dict:
 
 
 def config_from_dict(d: dict):
-    from minitransformer import models
+    """The config a config.json of ours describes (its ``family`` names the config class)."""
+    from minitransformer import families
 
     d = dict(d)
     family = d.pop("family", None)
-    classes = {"gpt": models.GPTConfig, "bert": models.BERTConfig, "t5": models.T5Config}
-    if not isinstance(family, str) or family not in classes:
-        raise CheckpointError(f"config.json names family {family!r}; expected one of {sorted(classes)}")
-    fields = {f.name for f in dataclasses.fields(classes[family])}
-    return classes[family](**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in fields})
+    if not isinstance(family, str) or family not in families.NAMES:
+        raise CheckpointError(f"config.json names family {family!r}; expected one of {sorted(families.NAMES)}")
+    config_class = families.get(family).config_class
+    fields = {f.name for f in dataclasses.fields(config_class)}
+    return config_class(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in fields})
 
 
 def save_checkpoint(run_dir, step: int, model, optimizer=None, state: dict | None = None,

@@ -111,7 +111,7 @@ class StopSignals:
         """Raise the flag as a signal would (for code that decides to stop by itself, and tests)."""
         self.received = signum
 
-    def _handle(self, signum, frame):
+    def _handle(self, signum, _frame):
         if self.received is None:
             self.received = signum
             return

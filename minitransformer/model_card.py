@@ -89,7 +89,8 @@ def model_card(model, train_config=None, step: int = 0, tokens: int = 0, metrics
         lines.append(f"- Objective: {obj_name}" + (f": {obj_desc}" if obj_desc else ""))
     lines += [
         f"- Data: {info.get('data', 'not recorded')}",
-        f"- Filtering: {info.get('filtering', 'none beyond the tokenizer (the data was used as given)' if trained_here else 'not recorded')}",
+        "- Filtering: " + info.get("filtering", "none beyond the tokenizer (the data was used as given)"
+                                   if trained_here else "not recorded"),
         f"- Tokenizer: {info.get('tokenizer', 'byte-level BPE' if trained_here else 'not recorded')}",
     ]
     if trained_here:
@@ -100,7 +101,8 @@ def model_card(model, train_config=None, step: int = 0, tokens: int = 0, metrics
                      "training run's details)")
     if train_config is not None:
         lines.append(f"- Optimisation: AdamW, peak lr {train_config.lr}, {train_config.schedule} schedule, "
-                     f"batch {train_config.batch_size}, weight decay {train_config.weight_decay}, seed {train_config.seed}")
+                     f"batch {train_config.batch_size}, weight decay {train_config.weight_decay}, "
+                     f"seed {train_config.seed}")
     lines += ["", "## Evaluation", ""]
     if "val_loss" in metrics:
         lines.append(f"- Validation loss: {metrics['val_loss']:.4f} nats per target token "
@@ -123,14 +125,17 @@ def model_card(model, train_config=None, step: int = 0, tokens: int = 0, metrics
     ]
     if trained_here:
         lines += [
-            "- Trained on a small corpus for few steps: its outputs are often wrong or incoherent; do not use it for decisions about people or for facts.",
+            "- Trained on a small corpus for few steps: its outputs are often wrong or incoherent; do not use it "
+            "for decisions about people or for facts.",
             "- It reproduces the style, errors and biases of its training data, which was not reviewed for them.",
             "- English-centric byte-level BPE vocabulary; other scripts cost many tokens each.",
         ]
     else:
         lines += [
-            "- How it was trained is not recorded here: judge it by its own model card and by evaluating it on your task before relying on it.",
-            "- Like any language model it reproduces the style, errors and biases of its training data; do not use it for decisions about people or for facts without review.",
+            "- How it was trained is not recorded here: judge it by its own model card and by evaluating it on "
+            "your task before relying on it.",
+            "- Like any language model it reproduces the style, errors and biases of its training data; do not use "
+            "it for decisions about people or for facts without review.",
         ]
     lines += [f"- {x}" for x in info.get("limitations", ())]
     lines.append("")

@@ -37,8 +37,9 @@ def test_the_strict_array_refuses_numpy():
     assert isinstance(strict.exp(a), StrictArray) and isinstance(a + 1.0, StrictArray)
 
 
+@pytest.mark.usefixtures("strict_device")
 @pytest.mark.parametrize("spec", SPECS, ids=[s.name for s in SPECS])
-def test_op_on_strict_device(spec, strict_device):
+def test_op_on_strict_device(spec):
     @settings(max_examples=4)
     @given(st.data())
     def check(data):

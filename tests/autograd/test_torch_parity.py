@@ -48,7 +48,8 @@ CASES = [
     ("sdpa-mask", lambda q, k, v: (F.scaled_dot_product_attention(q, k, v, mask=KEEP) ** 2).sum(),
      lambda q, k, v: (TF.scaled_dot_product_attention(q, k, v, attn_mask=torch.tensor(KEEP)) ** 2).sum(),
      [Q, K, V]),
-    ("sdpa-causal-bias", lambda q, k, v, p: (F.scaled_dot_product_attention(q, k, v, is_causal=True, bias=p, scale=1.0) ** 2).sum(),
+    ("sdpa-causal-bias",
+     lambda q, k, v, p: (F.scaled_dot_product_attention(q, k, v, is_causal=True, bias=p, scale=1.0) ** 2).sum(),
      lambda q, k, v, p: (TF.scaled_dot_product_attention(
          q, k, v, attn_mask=p + torch.where(torch.ones(4, 4, dtype=torch.bool).tril(), 0.0, float("-inf")),
          scale=1.0) ** 2).sum(), [Q, K, V, POS_BIAS]),

@@ -85,7 +85,8 @@ def test_the_pipeline_is_deterministic(corpus, curated, tmp_path):
     out, report = curated
     again = curate([corpus[0]], tmp_path)
     assert (tmp_path / "curated.jsonl").read_bytes() == (out / "curated.jsonl").read_bytes()
-    strip = lambda r: {k: v for k, v in r.to_dict().items() if k not in ("summary", "output", "funnel")}
+    def strip(r):
+        return {k: v for k, v in r.to_dict().items() if k not in ("summary", "output", "funnel")}
     assert strip(again) == strip(report)
 
 

@@ -318,7 +318,8 @@ def test_fineweb_lines_ending_in_punctuation_fail_at_the_threshold():
 
 
 def test_fineweb_short_lines_fail_at_the_threshold():
-    short = lambda: " ".join(fresh(5)) + "."                     # 30 characters: short
+    def short():
+        return " ".join(fresh(5)) + "."                     # 30 characters: short
     assert len(short()) == 30
     at = [short() for _ in range(67)] + [_long_line() for _ in range(33)]
     assert fineweb_quality("\n".join(at)) == "short_lines"
@@ -393,7 +394,8 @@ def test_stage_configs_are_frozen_and_default_to_the_reference():
     assert (q.max_hash_ratio, q.max_ellipsis_ratio, q.max_bullet_lines, q.max_ellipsis_lines,
             q.min_alpha_words, q.min_stop_words) == (0.1, 0.1, 0.9, 0.3, 0.8, 2)
     r = GopherRepetitionConfig()
-    assert (r.max_dup_lines, r.max_dup_paragraphs, r.max_dup_line_chars, r.max_dup_paragraph_chars) == (0.3, 0.3, 0.2, 0.2)
+    assert (r.max_dup_lines, r.max_dup_paragraphs, r.max_dup_line_chars,
+            r.max_dup_paragraph_chars) == (0.3, 0.3, 0.2, 0.2)
     assert [getattr(r, f"max_top_{n}gram") for n in (2, 3, 4)] == [0.2, 0.18, 0.16]
     assert [getattr(r, f"max_dup_{n}gram") for n in range(5, 11)] == [0.15, 0.14, 0.13, 0.12, 0.11, 0.10]
     f = FineWebConfig()

@@ -4,7 +4,8 @@
 when a model class loads. Any process with the repository root on sys.path (pytest's rootdir
 insertion, ``python -m`` or ``python -c`` started there) would find our folder first under
 that name; ``kernels/__init__.py`` hands such an import over to the installed distribution,
-or leaves the empty namespace package Python makes of any folder without ``__init__.py``. Each case runs in a fresh interpreter started
+or leaves the empty namespace package Python makes of any folder without ``__init__.py``.
+Each case runs in a fresh interpreter started
 in the repository root, as a user's would be.
 """
 import importlib.metadata

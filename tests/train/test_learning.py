@@ -30,7 +30,8 @@ BLOCK = 64
 def gpt_setup():
     cfg = models.GPTConfig(vocab_size=markov.VOCAB, n_positions=BLOCK, n_embd=64, n_layer=2, n_head=4,
                            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
-    make = lambda s, seed, shuffle: objectives.CLMObjective(s, BLOCK, eos_id=markov.EOS, seed=seed, shuffle=shuffle)
+    def make(s, seed, shuffle):
+        return objectives.CLMObjective(s, BLOCK, eos_id=markov.EOS, seed=seed, shuffle=shuffle)
     return cfg, make, "clm"
 
 
@@ -43,18 +44,20 @@ def bert_setup():
                               num_hidden_layers=2, num_attention_heads=4, intermediate_size=256,
                               max_position_embeddings=block, hidden_dropout_prob=0.0,
                               attention_probs_dropout_prob=0.0, pad_token_id=markov.PAD)
-    make = lambda s, seed, shuffle: objectives.MLMObjective(
-        s, block, vocab_size=markov.VOCAB, mask_id=markov.MASK, cls_id=markov.CLS, sep_id=markov.SEP,
-        pad_id=markov.PAD, special_ids=markov.SPECIAL, seed=seed, shuffle=shuffle)
+    def make(s, seed, shuffle):
+        return objectives.MLMObjective(
+            s, block, vocab_size=markov.VOCAB, mask_id=markov.MASK, cls_id=markov.CLS, sep_id=markov.SEP,
+            pad_id=markov.PAD, special_ids=markov.SPECIAL, seed=seed, shuffle=shuffle)
     return cfg, make, "mlm"
 
 
 def t5_setup():
     cfg = dataclasses.replace(models.preset("t5-tiny"), vocab_size=markov.VOCAB, d_model=64, d_kv=16, d_ff=256,
                               num_layers=2, num_decoder_layers=2, num_heads=4, dropout_rate=0.0)
-    make = lambda s, seed, shuffle: objectives.SpanCorruptionObjective(
-        s, BLOCK, vocab_size=markov.VOCAB, eos_id=markov.EOS, pad_id=markov.PAD, decoder_start_id=markov.PAD,
-        seed=seed, special_ids=markov.SPECIAL, shuffle=shuffle)
+    def make(s, seed, shuffle):
+        return objectives.SpanCorruptionObjective(
+            s, BLOCK, vocab_size=markov.VOCAB, eos_id=markov.EOS, pad_id=markov.PAD, decoder_start_id=markov.PAD,
+            seed=seed, special_ids=markov.SPECIAL, shuffle=shuffle)
     return cfg, make, "span"
 
 

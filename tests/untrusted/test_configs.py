@@ -22,7 +22,8 @@ MICRO = {"gpt": mt.models.GPTConfig(vocab_size=40, n_positions=16, n_embd=8, n_l
 VALUES = st.one_of(
     st.integers(-3, 3), st.integers(10**5, 10**15), st.sampled_from([2**31, 2**63, -(2**63)]),
     st.floats(allow_nan=True, allow_infinity=True), st.booleans(), st.none(),
-    st.text(max_size=5), st.lists(st.integers(0, 5), max_size=3), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+    st.text(max_size=5), st.lists(st.integers(0, 5), max_size=3),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
 )
 
 
