@@ -23,7 +23,6 @@ model FLOP/s by that peak; an MFU above 100% or a refused pair makes the run fai
 """
 from __future__ import annotations
 
-import ctypes
 import os
 import platform
 import statistics
@@ -130,58 +129,43 @@ def import_torch():
     return torch
 
 
-def _openblas():
-    """(get threads, set threads, config string) functions of the OpenBLAS NumPy loaded, or None.
+def _numpy_blas() -> dict | None:
+    """threadpoolctl's record of the BLAS NumPy loaded (its library, version, CPU kernel), or None."""
+    from threadpoolctl import threadpool_info
 
-    Found among the shared libraries mapped into this process (Linux); NumPy's wheels
-    ship OpenBLAS under a prefixed name, so both spellings are tried.
-    """
-    try:
-        with open("/proc/self/maps") as f:
-            paths = sorted({line.split()[-1] for line in f
-                            if "openblas" in line.lower() and line.split()[-1].startswith("/")})
-    except OSError:
-        return None
-    for path in paths:
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for prefix, suffix in (("openblas_", ""), ("scipy_openblas_", "64_"), ("openblas_", "64_")):
-            get, put = f"{prefix}get_num_threads{suffix}", f"{prefix}set_num_threads{suffix}"
-            config = f"{prefix}get_config{suffix}"
-            if hasattr(lib, get) and hasattr(lib, put):
-                if hasattr(lib, config):
-                    getattr(lib, config).restype = ctypes.c_char_p
-                return getattr(lib, get), getattr(lib, put), getattr(lib, config, None)
-    return None
+    pools = [p for p in threadpool_info() if p["user_api"] == "blas"]
+    mine = [p for p in pools if "numpy" in p["filepath"] or "scipy_openblas" in p["filepath"]]
+    return (mine or pools or [None])[0]
 
 
 def blas_config() -> str | None:
-    """OpenBLAS's own description of itself (version, the CPU kernel it picked), if found."""
-    blas = _openblas()
-    if blas is None or blas[2] is None:
+    """NumPy's BLAS as it describes itself: library, version, the CPU kernel it picked."""
+    pool = _numpy_blas()
+    if pool is None:
         return None
-    return " ".join(blas[2]().decode().split())
+    return " ".join(str(pool[k]) for k in ("internal_api", "version", "architecture", "threading_layer")
+                    if pool.get(k))
 
 
 def set_threads(threads: int | None, torch=None) -> dict:
-    """Give Numba, NumPy's BLAS and PyTorch the same number of threads.
+    """Give Numba, every loaded BLAS (through threadpoolctl, as the training ranks do) and
+    PyTorch the same number of threads.
 
     Default (None): Numba's default, one per core, for all three. Returns the counts in
-    effect ({"numba", "blas", "torch"}; "blas" is None where the BLAS could not be found).
+    effect ({"numba", "blas", "torch"}; "blas" is NumPy's, None where none was found).
     """
     import numba
+
+    from minitransformer.dist.threads import set_blas_threads
 
     if threads:
         numba.set_num_threads(threads)
     n = numba.get_num_threads()
-    blas = _openblas()
-    if blas is not None:
-        blas[1](n)
+    set_blas_threads(n)
     if torch is not None:
         torch.set_num_threads(n)
-    return {"numba": n, "blas": None if blas is None else int(blas[0]()),
+    pool = _numpy_blas()
+    return {"numba": n, "blas": None if pool is None else int(pool["num_threads"]),
             "torch": None if torch is None else torch.get_num_threads()}
 
 
