@@ -71,6 +71,44 @@ def safe_text(text: str) -> str:
     return _CONTROLS.sub("", _ESCAPES.sub("", text))
 
 
+def progress_bar(total: int, initial: int = 0, **kwargs):
+    """A tqdm progress bar on stderr when it is a terminal; off when stderr is a file or a pipe,
+    where a bar's carriage-return redraws would fill a log with one long line."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, file=sys.stderr,
+                disable=not sys.stderr.isatty(), **kwargs)
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1, refused before any work starts."""
+    return _bounded(text, int, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: an integer of at least 0 (0 often means "never")."""
+    return _bounded(text, int, 0)
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a number above 0."""
+    value = _bounded(text, float, None)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return value
+
+
+def _bounded(text: str, kind, low):
+    try:
+        value = kind(text)
+    except ValueError:
+        what = "an integer" if kind is int else "a number"
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if low is not None and value < low:
+        raise argparse.ArgumentTypeError(f"must be at least {low}, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="minitransformer",

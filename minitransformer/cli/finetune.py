@@ -112,9 +112,9 @@ def run(args) -> int:
 
     bar = None
     if not args.no_progress:
-        from tqdm import tqdm
+        from minitransformer.cli import progress_bar
 
-        bar = tqdm(total=config.steps, unit="step", dynamic_ncols=True, file=sys.stderr)
+        bar = progress_bar(config.steps)
 
     def progress(m):
         if bar is not None:

@@ -6,7 +6,9 @@ import sys
 import time
 from pathlib import Path
 
-from minitransformer.cli import CLIError, check_device
+from minitransformer.cli import (
+    CLIError, check_device, non_negative_int, positive_float, positive_int, progress_bar,
+)
 
 EXAMPLES = """examples:
   minitransformer pretrain                                  # tiny GPT on the built-in corpus (~1.5 min on 2 cores)
@@ -31,16 +33,17 @@ def register(sub) -> None:
     p.add_argument("--data", nargs="+", metavar="PATH",
                    help=".txt/.jsonl files or folders (default: the built-in corpus of stdlib docstrings)")
     p.add_argument("--preset", help="model preset (default: the objective's tiny model: gpt-tiny, bert-tiny, t5-tiny)")
-    p.add_argument("--steps", type=int, default=None, help="total optimizer steps of the run")
-    p.add_argument("--batch-size", type=int, default=16, help="sequences per optimizer step")
-    p.add_argument("--micro-batch-size", type=int, default=0, help="sequences per forward pass (accumulate)")
-    p.add_argument("--block-size", type=int, default=128, help="tokens per sequence (encoder inputs for T5)")
-    p.add_argument("--vocab-size", type=int, default=4096, help="BPE vocabulary size")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate")
-    p.add_argument("--warmup", type=int, default=30)
+    p.add_argument("--steps", type=positive_int, default=None, help="total optimizer steps of the run")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="sequences per optimizer step")
+    p.add_argument("--micro-batch-size", type=non_negative_int, default=0,
+                   help="sequences per forward pass (accumulate)")
+    p.add_argument("--block-size", type=positive_int, default=128, help="tokens per sequence (encoder inputs for T5)")
+    p.add_argument("--vocab-size", type=positive_int, default=4096, help="BPE vocabulary size")
+    p.add_argument("--lr", type=positive_float, default=None, help="peak learning rate")
+    p.add_argument("--warmup", type=non_negative_int, default=30)
     p.add_argument("--schedule", choices=["cosine", "linear", "inverse-sqrt"], default="cosine")
-    p.add_argument("--eval-every", type=int, default=100)
-    p.add_argument("--save-every", type=int, default=200)
+    p.add_argument("--eval-every", type=non_negative_int, default=100)
+    p.add_argument("--save-every", type=non_negative_int, default=200)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--out", help="run folder (default: runs/<preset>)")
@@ -166,9 +169,7 @@ def fit(trainer, comm, out: Path, progress: bool):
     cfg = trainer.cfg
     bar = None
     if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=cfg.steps, initial=trainer.step, unit="step", dynamic_ncols=True)
+        bar = progress_bar(cfg.steps, trainer.step)
 
     def show(m):
         if bar is not None:

@@ -108,9 +108,9 @@ def run(args) -> int:
             print(f"{head}: {p['non_embedding']:,} non-embedding ({p['total']:,} total) parameters, "
                   f"{e['steps']} steps at lr {e['lr']:.1e}{again}", flush=True)
             if not args.no_progress:
-                from tqdm import tqdm
+                from minitransformer.cli import progress_bar
 
-                bar = tqdm(total=e["steps"], initial=e["step"], unit="step", dynamic_ncols=True, leave=False)
+                bar = progress_bar(e["steps"], e["step"], leave=False)
         elif e["event"] == "step" and bar is not None:
             bar.set_postfix({"loss": f"{e['loss']:.3f}", "tok/s": f"{e['tokens_per_s']:.0f}"}, refresh=False)
             bar.update(1)

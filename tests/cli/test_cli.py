@@ -158,3 +158,23 @@ def test_debug_shows_the_traceback_of_a_user_error(how, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "Traceback (most recent call last)" in err
     assert err.rstrip().splitlines()[-1].startswith("minitransformer info: error: unknown model preset")
+
+
+@pytest.mark.parametrize("argv, what", [
+    (["--steps", "-5"], "--steps: must be at least 1, got -5"),
+    (["--batch-size", "0"], "--batch-size: must be at least 1, got 0"),
+    (["--lr", "0"], "--lr: must be above 0, got 0"),
+    (["--eval-every", "x"], "--eval-every: expected an integer, got 'x'"),
+])
+def test_pretrain_arguments_are_refused_before_any_work(argv, what, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["pretrain", "--out", str(tmp_path / "run"), *argv])
+    assert e.value.code == 2 and what in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()            # nothing prepared, nothing written
+
+
+def test_no_progress_bar_redraws_when_stderr_is_not_a_terminal(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "minitransformer", "pretrain", "--steps", "3", "--eval-every", "0",
+                          "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "\r" not in out.stderr and "step/s" not in out.stderr and "it/s" not in out.stderr
