@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy
 
-from minitransformer import backend, checkpoint, dist, optim
+from minitransformer import atomic, backend, checkpoint, dist, optim
 from minitransformer.autograd import no_grad
 from minitransformer.models import count_targets
 
@@ -172,7 +172,24 @@ class Trainer:
         self.step = int(state["data_cursor"])
         self.tokens_seen = int(state.get("tokens_seen", 0))
         self.last_eval = state.get("last_eval", {})
+        self._truncate_metrics(self.step)
         return True
+
+    def _truncate_metrics(self, step: int) -> None:
+        """Drop the metrics of steps after ``step``: a crashed run logged steps past its last
+        checkpoint, and the resumed run replays them; kept, they would appear twice."""
+        path = self.out_dir / "metrics.jsonl"
+        if self.comm.rank != 0 or not path.is_file():
+            return
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue                 # a line torn by the crash
+            if isinstance(record, dict) and record.get("step", 0) <= step:
+                kept.append(line)
+        atomic.write_text(path, "".join(k + "\n" for k in kept))
 
     def _log(self, record: dict) -> None:
         if self.comm.rank != 0:

@@ -1,4 +1,5 @@
 """Checkpoints: resuming continues the same run bit for bit; damage is refused; crashes lose nothing."""
+import json
 import shutil
 
 import numpy as np
@@ -166,3 +167,20 @@ def test_a_crash_at_any_write_point_leaves_a_loadable_checkpoint(tmp_path, monke
         checkpoint.save_checkpoint(run, 4, t.model, t.optimizer, card="card", keep=1)
         assert [p.name for p in (run / "checkpoints").iterdir()
                 if p.name.startswith("step-")] == ["step-000004"], f"crash at {calls[-1]}"
+
+
+def test_resume_drops_the_metrics_logged_after_the_checkpoint(tmp_path):
+    """A run that crashed after its last checkpoint logged steps the resumed run replays:
+    metrics.jsonl keeps each step once, and a torn last line is dropped."""
+    run = tmp_path / "run"
+    t = tiny_trainer(run, steps=4, save_every=4)
+    t.fit()                                               # checkpoint at step 4
+    with open(run / "metrics.jsonl", "a") as f:          # what a crash after step 6 leaves behind
+        f.write(json.dumps({"step": 5, "loss": 1.0}) + "\n" + json.dumps({"step": 6, "loss": 1.0}) + "\n")
+        f.write('{"step": 7, "lo')
+    t = tiny_trainer(run, steps=8, save_every=4)
+    assert t.resume() and t.step == 4
+    t.fit()
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()
+             if "loss" in json.loads(line) and "val_loss" not in json.loads(line)]
+    assert steps == list(range(1, 9))
