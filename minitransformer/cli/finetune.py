@@ -116,7 +116,10 @@ def run(args) -> int:
 
         bar = progress_bar(config.steps)
 
+    history = []                # every step's loss and rate: OUT/metrics.jsonl, as pretrain writes
+
     def progress(m):
+        history.append(m)
         if bar is not None:
             bar.set_postfix({"loss": f"{m['loss']:.3f}", "lr": f"{m['lr']:.1e}"}, refresh=False)
             bar.update(1)
@@ -129,6 +132,13 @@ def run(args) -> int:
     finally:
         if bar is not None:
             bar.close()
+    if args.out:
+        from minitransformer import atomic
+
+        eval_record = {"step": config.steps, **{f"eval_{k}": v for k, v in report["metrics"].items()
+                                               if isinstance(v, (int, float))}}
+        atomic.write_text(Path(args.out) / "metrics.jsonl",
+                          "".join(json.dumps(r) + "\n" for r in [*history, eval_record]))
     path = args.report or (Path(args.out) / "report.json" if args.out else None)
     if path is not None:
         write_report(report, path)
