@@ -10,8 +10,6 @@ import re
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 from minitransformer import data
 
 N_DOCS = 600            # documents of the built-in corpus the figures train on
@@ -41,15 +39,6 @@ def sentence(min_words: int = 8, max_words: int = 14) -> str:
     raise RuntimeError("no plain sentence in the corpus slice; widen N_DOCS")
 
 
-def token_stream(docs, tok) -> np.ndarray:
-    """Documents as one token stream, EOS after each (what pre-training reads)."""
-    ids = []
-    for d in docs:
-        ids += tok.encode(d, disallowed_special=())
-        ids.append(tok.eos_id)
-    return np.array(ids, dtype=np.int64)
-
-
 def token_labels(tok, ids) -> list[str]:
     """A short printable label for each token id."""
     out = []
@@ -74,12 +63,13 @@ def sweep() -> tuple:
     """A small seeded GPT scaling sweep: (results, analysis, folder). The loss-curve and the
     scaling figures both read it, so it runs once per build."""
     from minitransformer import objectives, scaling
+    from minitransformer.finetune.tiny import tokens_of
 
     tok = tokenizer()
     docs = documents()
     cut = len(docs) * 9 // 10
-    train = objectives.CLMObjective(token_stream(docs[:cut], tok), SWEEP_BLOCK, eos_id=tok.eos_id, seed=SEED)
-    val = objectives.CLMObjective(token_stream(docs[cut:], tok), SWEEP_BLOCK, eos_id=tok.eos_id,
+    train = objectives.CLMObjective(tokens_of(docs[:cut], tok), SWEEP_BLOCK, eos_id=tok.eos_id, seed=SEED)
+    val = objectives.CLMObjective(tokens_of(docs[cut:], tok), SWEEP_BLOCK, eos_id=tok.eos_id,
                                   seed=SEED + 1, shuffle=False)
     runs = [(s.name, scaling.sweep_config("gpt", s, tok, SWEEP_BLOCK))
             for s in (scaling.parse_size(f"{w}x1x2") for w in SWEEP_WIDTHS)]

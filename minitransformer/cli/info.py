@@ -40,14 +40,12 @@ def run(args) -> int:
 
     card, ckpt, finetuned = None, None, None
     presets = models.configs.PRESETS
-    if not Path(args.target).exists() and args.target not in presets:
-        try:                                             # a hub id, then
+    if Path(args.target).exists() or args.target not in presets:
+        try:                                             # a folder, else a hub id
             ckpt = checkpoint.resolve(args.target)
         except FileNotFoundError as e:
             raise ValueError(f"unknown model preset {args.target!r} (choose one of: {', '.join(presets)}); "
                              f"and {e}") from None
-    if ckpt is not None or Path(args.target).exists():
-        ckpt = checkpoint.resolve(ckpt or args.target)
         if (ckpt / checkpoint.FINETUNE_FILE).is_file():
             finetuned = json.loads((ckpt / checkpoint.FINETUNE_FILE).read_text())
             cfg = checkpoint.config_from_dict(json.loads((ckpt / "config.json").read_text()))
