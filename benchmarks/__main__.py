@@ -69,8 +69,9 @@ def parse_args(argv=None):
                         help=f"parts to run, comma-separated, of {', '.join(PARTS)} (default: peaks,ops,train)")
     parser.add_argument("--families", type=lambda s: _list(s, train_steps.FAMILIES, "--families"),
                         default=list(train_steps.FAMILIES), help="model families to train (default: all)")
-    parser.add_argument("--shapes", type=lambda s: _list(s, ("tiny", "mini"), "--shapes"), default=None,
-                        help="training shapes, comma-separated, of tiny, mini (default: both)")
+    parser.add_argument("--shapes", type=lambda s: _list(s, ("tiny", "mini", "real"), "--shapes"), default=None,
+                        help="training shapes, comma-separated, of tiny, mini, real (GPT-2 small, BERT-base, "
+                             "T5-small at batch 4 x 256; default: tiny,mini)")
     parser.add_argument("--profile", metavar="SPEC", default=None,
                         help="also profile one training step of FAMILY-SHAPE, e.g. gpt-mini "
                              "(the default spec of --only profile)")

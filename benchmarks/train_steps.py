@@ -95,10 +95,20 @@ MICRO = {
     "t5": models.T5Config(vocab_size=256, d_model=32, d_kv=16, d_ff=64, num_layers=1, num_heads=2,
                           dropout_rate=0.0),
 }
+# The "real" shape: the sizes people train, GPT-2 small (124M), BERT-base (110M) and T5-small
+# (60M) from their presets, with dropout off as in the other shapes, batch 4 x sequence 256.
+# The CPU and the GPU benchmarks share this table.
+REAL = {
+    "gpt": dataclasses.replace(models.preset("gpt2"), resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0),
+    "bert": dataclasses.replace(models.preset("bert-base"), hidden_dropout_prob=0.0,
+                                attention_probs_dropout_prob=0.0),
+    "t5": dataclasses.replace(models.preset("t5-small"), dropout_rate=0.0),
+}
 # shape name -> (config per family, batch size, sequence length)
 SHAPES = {
     "tiny": ({f: models.preset(f"{f}-tiny") for f in FAMILIES}, 8, 128),
     "mini": (MINI, 8, 128),
+    "real": (REAL, 4, 256),
     "micro": (MICRO, 2, 16),
 }
 
