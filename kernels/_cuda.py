@@ -14,12 +14,17 @@ under Numba's CUDA simulator). What they have in common lives here, in reading o
   them.
 - :func:`grid_for` and :func:`row_mask`, for the row-per-block kernels (softmax,
   cross-entropy).
+- :func:`empty` and :func:`nan_fill`: how a wrapper allocates an output its kernel writes
+  whole, with a debug mode that pre-fills it with NaN, so an element the kernel never writes
+  shows in a comparison with the CPU kernel instead of passing on whatever memory held.
 
 The CPU kernels' runtime is ``_cpu.py``.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 
 import numpy as np
 
@@ -113,3 +118,26 @@ def grid_for(n_rows):
 def row_mask(xp, mask, shape):
     """The (rows, index) pair of ``_cpu.row_mask``, on ``xp``'s device."""
     return _cpu.row_mask(mask, shape, xp=xp, finish=functools.partial(contiguous, xp=xp))
+
+
+# The debug fill mode: on while ``nan_fill()`` is active, or for a whole process with
+# MINITRANSFORMER_KERNEL_FILL=nan in the environment.
+_fill_nan = os.environ.get("MINITRANSFORMER_KERNEL_FILL", "").strip().lower() == "nan"
+
+
+@contextlib.contextmanager
+def nan_fill(on: bool = True):
+    """Pre-fill (``on``) every output the CUDA wrappers allocate with NaN, for the block."""
+    global _fill_nan
+    old, _fill_nan = _fill_nan, on
+    try:
+        yield
+    finally:
+        _fill_nan = old
+
+
+def empty(xp, shape, dtype):
+    """An output array the kernel writes whole: uninitialised, or all NaN under :func:`nan_fill`."""
+    if _fill_nan:
+        return xp.full(shape, np.nan, dtype=dtype)
+    return xp.empty(shape, dtype=dtype)

@@ -29,6 +29,7 @@ import numpy as np
 from minitransformer import backend
 
 from . import attention, rng
+from . import _cuda
 from ._cuda import bind_cuda, contiguous, float_type, launch_stream
 
 cuda = None  # numba.cuda once a kernel is built (see _cuda.bind_cuda)
@@ -417,7 +418,7 @@ def attention_backward(q, k, v, o, lse, do, mask=None, bias=None, scale=None, ca
         o2 = contiguous(o, ft, xp).reshape(-1, dim)
         do2 = contiguous(do, ft, xp).reshape(-1, dim)
         lse1 = contiguous(lse, ft, xp).reshape(-1)
-        delta = xp.empty(n_bh * tq, ft)
+        delta = _cuda.empty(xp, n_bh * tq, ft)
         _delta_kernel(ft)[-(-(n_bh * tq) // 128), 128, stream](do2, o2, delta)
         args = (q2, k2, v2, do2, lse1, delta, tq, tk, H, mask4, has_mask, bias4, has_bias,
                 scale, bool(causal), p, hashed, threshold)

@@ -13,6 +13,7 @@ import math
 from minitransformer import backend
 
 from .cross_entropy import check_targets
+from . import _cuda
 from ._cuda import THREADS, bind_cuda, block_reduce, contiguous, float_type, grid_for, launch_stream
 
 cuda = None  # numba.cuda once a kernel is built (see _cuda.bind_cuda)
@@ -90,8 +91,8 @@ def cross_entropy_forward(logits, targets, ignore_index=-100, label_smoothing=0.
     check_targets(logits, targets, ignore_index, "cross_entropy", xp)
     ft = float_type(logits.dtype)
     x = contiguous(logits, ft, xp)
-    losses = xp.empty(x.shape[0], ft)
-    lse = xp.empty(x.shape[0], ft)
+    losses = _cuda.empty(xp, x.shape[0], ft)
+    lse = _cuda.empty(xp, x.shape[0], ft)
     if x.shape[0]:
         kernel = _forward_kernel(ft, threads)
         kernel[grid_for(x.shape[0]), threads, launch_stream(logits)](
@@ -109,7 +110,7 @@ def cross_entropy_backward(logits, targets, lse, row_grad, ignore_index=-100,
     x = contiguous(logits, ft, xp)
     lse = contiguous(lse, ft, xp)
     row_grad = contiguous(xp.broadcast_to(xp.asarray(row_grad, dtype=ft), x.shape[:1]), xp=xp)
-    dx = xp.empty_like(x)
+    dx = _cuda.empty(xp, x.shape, x.dtype)
     if x.shape[0]:
         kernel = _backward_kernel(ft, threads)
         kernel[grid_for(x.shape[0]), threads, launch_stream(logits)](

@@ -18,6 +18,7 @@ import math
 
 from minitransformer import backend
 
+from . import _cuda
 from ._cuda import THREADS, bind_cuda, block_reduce, contiguous, float_type, grid_for, launch_stream, row_mask
 
 cuda = None  # numba.cuda once a kernel is built (see _cuda.bind_cuda)
@@ -91,7 +92,7 @@ def softmax_forward(x, mask=None, *, threads=THREADS):
     else:
         rows, index = row_mask(xp, mask, shape)
         has_mask = True
-    y = xp.empty_like(x2)
+    y = _cuda.empty(xp, x2.shape, x2.dtype)
     kernel = _forward_kernel(ft, threads)
     kernel[grid_for(x2.shape[0]), threads, launch_stream(x)](x2, rows, index, has_mask, y)
     return y.reshape(shape).astype(x.dtype, copy=False)
@@ -107,7 +108,7 @@ def softmax_backward(y, dy, *, threads=THREADS):
         return xp.zeros(y.shape, dtype=y.dtype)
     y2 = contiguous(y, ft, xp).reshape(-1, y.shape[-1])
     dy2 = contiguous(dy, ft, xp).reshape(-1, y.shape[-1])
-    dx = xp.empty_like(y2)
+    dx = _cuda.empty(xp, y2.shape, y2.dtype)
     kernel = _backward_kernel(ft, threads)
     kernel[grid_for(y2.shape[0]), threads, launch_stream(y)](y2, dy2, dx)
     return dx.reshape(y.shape).astype(y.dtype, copy=False)
