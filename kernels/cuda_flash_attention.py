@@ -105,17 +105,21 @@ def _forward_kernel(dim, rows, cols, ty, tx):
     bind_cuda(globals())
     ft = np.float32
     bq, bk = rows, cols
+    bk_padded = bk + 1
     tm, tn, dn = bq // ty, bk // tx, dim // tx
     threads = ty * tx
+    # Shared tiles get one float more per row, so that the threads reading a column of a
+    # tile hit different memory banks (shapes must be constants here, hence named).
+    padded = dim + 1
 
     @cuda.jit
     def forward(q, k, v, tq, tk, n_heads, mask, has_mask, bias, has_bias, scale, causal,
                 dropout_p, hashed_seed, threshold, o, lse):
         # q, o: (BH*Tq, D); k, v: (BH*Tk, D); lse: (BH*Tq,)
-        q_s = cuda.shared.array((bq, dim + 1), ft)     # scale Q of this block's rows
-        k_s = cuda.shared.array((bk, dim + 1), ft)
-        v_s = cuda.shared.array((bk, dim + 1), ft)
-        p_s = cuda.shared.array((bq, bk + 1), ft)      # P_drop of the current tile
+        q_s = cuda.shared.array((bq, padded), ft)     # scale Q of this block's rows
+        k_s = cuda.shared.array((bk, padded), ft)
+        v_s = cuda.shared.array((bk, padded), ft)
+        p_s = cuda.shared.array((bq, bk_padded), ft)      # P_drop of the current tile
         red = cuda.shared.array((bq, tx), ft)          # partial row maxima (then sums)
         s_r = cuda.local.array((tm, tn), ft)           # this thread's scores
         acc = cuda.local.array((tm, dn), ft)           # its share of sum exp(S - m) V
@@ -252,20 +256,24 @@ def _dkdv_kernel(dim, rows, cols, ty, tx):
     bind_cuda(globals())
     ft = np.float32
     bk, bq = rows, cols
+    bq_padded = bq + 1
     tm, tn, dn = bk // ty, bq // tx, dim // tx
     threads = ty * tx
+    # Shared tiles get one float more per row, so that the threads reading a column of a
+    # tile hit different memory banks (shapes must be constants here, hence named).
+    padded = dim + 1
 
     @cuda.jit
     def dkdv(q, k, v, do, lse, delta, tq, tk, n_heads, mask, has_mask, bias, has_bias, scale,
              causal, dropout_p, hashed_seed, threshold, dk, dv):
         # One block per key tile: dV = sum_i P_drop_ij dO_i, dK = scale sum_i dS_ij Q_i over
         # the query tiles; the thread micro-tiles are S^T (keys x queries).
-        k_s = cuda.shared.array((bk, dim + 1), ft)
-        v_s = cuda.shared.array((bk, dim + 1), ft)
-        q_s = cuda.shared.array((bq, dim + 1), ft)
-        do_s = cuda.shared.array((bq, dim + 1), ft)
-        pt_s = cuda.shared.array((bk, bq + 1), ft)     # P_drop^T of the tile
-        dst_s = cuda.shared.array((bk, bq + 1), ft)    # scale dS^T of the tile
+        k_s = cuda.shared.array((bk, padded), ft)
+        v_s = cuda.shared.array((bk, padded), ft)
+        q_s = cuda.shared.array((bq, padded), ft)
+        do_s = cuda.shared.array((bq, padded), ft)
+        pt_s = cuda.shared.array((bk, bq_padded), ft)     # P_drop^T of the tile
+        dst_s = cuda.shared.array((bk, bq_padded), ft)    # scale dS^T of the tile
         m_s = cuda.shared.array(bq, ft)
         delta_s = cuda.shared.array(bq, ft)
         s_r = cuda.local.array((tm, tn), ft)
@@ -383,18 +391,22 @@ def _dq_kernel(dim, rows, cols, ty, tx):
     bind_cuda(globals())
     ft = np.float32
     bq, bk = rows, cols
+    bk_padded = bk + 1
     tm, tn, dn = bq // ty, bk // tx, dim // tx
     threads = ty * tx
+    # Shared tiles get one float more per row, so that the threads reading a column of a
+    # tile hit different memory banks (shapes must be constants here, hence named).
+    padded = dim + 1
 
     @cuda.jit
     def dq_kernel(q, k, v, do, lse, delta, tq, tk, n_heads, mask, has_mask, bias, has_bias,
                   scale, causal, dropout_p, hashed_seed, threshold, dq, dbias):
         # One block per query tile: dQ = scale sum_j dS_ij K_j over the key tiles; dbias = dS.
-        q_s = cuda.shared.array((bq, dim + 1), ft)
-        do_s = cuda.shared.array((bq, dim + 1), ft)
-        k_s = cuda.shared.array((bk, dim + 1), ft)
-        v_s = cuda.shared.array((bk, dim + 1), ft)
-        ds_s = cuda.shared.array((bq, bk + 1), ft)     # scale dS of the tile
+        q_s = cuda.shared.array((bq, padded), ft)
+        do_s = cuda.shared.array((bq, padded), ft)
+        k_s = cuda.shared.array((bk, padded), ft)
+        v_s = cuda.shared.array((bk, padded), ft)
+        ds_s = cuda.shared.array((bq, bk_padded), ft)     # scale dS of the tile
         s_r = cuda.local.array((tm, tn), ft)
         dp_r = cuda.local.array((tm, tn), ft)
         dq_r = cuda.local.array((tm, dn), ft)
