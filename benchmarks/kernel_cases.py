@@ -20,7 +20,7 @@ F32 = np.float32
 
 # rows x cols for the row-wise ops, (batch, heads, Tq, Tk, D) for attention
 SIZES = {
-    "simulate": dict(rows=6, cols=37, attention=(2, 2, 10, 13, 8)),
+    "simulate": dict(rows=6, cols=37, attention=(2, 1, 10, 13, 8)),
     "gpu": dict(rows=300, cols=1000, attention=(2, 4, 300, 300, 64)),
 }
 
