@@ -18,10 +18,10 @@ from minitransformer.kernels import attention, cross_entropy, layer_norm, softma
 
 F32 = np.float32
 
-# rows x cols for the row-wise ops, (batch, heads, Tq, Tk, D) for attention
+# rows x cols for the row-wise ops, a list of (batch, heads, Tq, Tk, D) for attention
 SIZES = {
-    "simulate": dict(rows=6, cols=37, attention=(2, 1, 10, 13, 8)),
-    "gpu": dict(rows=300, cols=1000, attention=(2, 4, 300, 300, 64)),
+    "simulate": dict(rows=6, cols=37, attention=[(2, 1, 10, 13, 8)]),
+    "gpu": dict(rows=300, cols=1000, attention=[(2, 4, 300, 300, 64), (2, 2, 200, 333, 128)]),
 }
 
 
@@ -65,18 +65,18 @@ def cases(name: str, size: str = "simulate", rng=None, attention_shape=None) -> 
         row_grad = np.where(targets == -100, 0.0, 1.0 / n).astype(F32)
         return [Case("smoothing 0.1, an ignored row", (logits, targets, lse, row_grad, -100, 0.1))]
     if name in ("attention_forward", "attention_backward"):
-        shape = attention_shape or SIZES[size]["attention"]
-        q, k, v, mask, bias = _attention_inputs(rng, shape)
-        plain = (None, None, None, False, 0.0, None)
-        full = (mask, bias, None, True, 0.1, 5)   # padding, a shared bias, causal, dropout
-        label = "x".join(map(str, shape))
-        if name == "attention_forward":
-            return [Case(f"{label} plain", (q, k, v, *plain)),
-                    Case(f"{label} causal, mask, bias, dropout", (q, k, v, *full))]
         out = []
-        for what, extra in ((f"{label} plain", plain), (f"{label} causal, mask, bias, dropout", full)):
-            o, lse = attention.attention_forward(q, k, v, *extra)
-            out.append(Case(what, (q, k, v, o, lse, _normal(rng, *o.shape), *extra)))
+        for shape in [attention_shape] if attention_shape else SIZES[size]["attention"]:
+            q, k, v, mask, bias = _attention_inputs(rng, shape)
+            plain = (None, None, None, False, 0.0, None)
+            full = (mask, bias, None, True, 0.1, 5)   # padding, a shared bias, causal, dropout
+            label = "x".join(map(str, shape))
+            for what, extra in ((f"{label} plain", plain), (f"{label} causal, mask, bias, dropout", full)):
+                if name == "attention_forward":
+                    out.append(Case(what, (q, k, v, *extra)))
+                else:
+                    o, lse = attention.attention_forward(q, k, v, *extra)
+                    out.append(Case(what, (q, k, v, o, lse, _normal(rng, *o.shape), *extra)))
         return out
     if name == "gelu_forward":     # (y, saved): only y is compared, a twin may save otherwise
         return [Case(a, (x, a), compare=(0,)) for a in ("none", "tanh")]
