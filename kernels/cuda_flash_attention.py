@@ -25,10 +25,12 @@ engine (Dao 2023, FlashAttention-2; the thread layout of a classic shared-memory
   k_end, as in ``attention.tile_schedule``); only tiles that cross the diagonal (and the
   last, ragged tile) test each entry; the rest skip the test.
 - **Backward** in two kernels, so that no two blocks add into the same memory and the result
-  does not depend on scheduling: one block per key tile accumulates dK and dV over the query
-  tiles (dV += P_drop^T dO, dK += scale dS^T Q, both micro-tile products), one block per
-  query tile accumulates dQ over the key tiles (dQ += scale dS K) and writes dS into the
-  bias gradient. Delta = rowsum(dO * O) comes from ``cuda_attention``'s small kernel.
+  does not depend on scheduling. Both rebuild P = exp(S - M) from the saved row log-sum-exp
+  M and form dS = P * (dP_drop - Delta), with dP = dO V^T and Delta = rowsum(dO * O) (from
+  ``cuda_attention``'s small kernel). One block per key tile accumulates dK and dV over the
+  query tiles (dV += P_drop^T dO, dK += scale dS^T Q, both micro-tile products); one block
+  per query tile accumulates dQ over the key tiles (dQ += scale dS K) and writes dS into
+  the bias gradient.
 
 Static shared memory is limited to 48 KiB a block, which sets the tiles (:func:`tiles_for`):
 at D = 64 the forward runs 64 x 32 tiles, at D = 128 32 x 16. All accumulators are local
