@@ -15,10 +15,12 @@ engine (Dao 2023, FlashAttention-2; the thread layout of a classic shared-memory
   a ``tm`` x ``tn`` micro-tile held in registers, built as a sum over d of outer products,
   so each value read from shared memory feeds ``tm`` or ``tn`` multiply-adds. It also owns
   the output columns x, x + tx, ... of its rows (``dn = D / tx`` of them).
-- **Row statistics.** The ``tx`` threads of a row each see part of it. Per key tile they
-  exchange their partial maxima through shared memory, so that all agree on the running
-  max m; the running sum l stays a per-thread partial (every thread of the row rescales by
-  the same exp(m_old - m_new)) and is summed across the row once, at the end.
+- **Row statistics.** The ``tx`` threads of a row (neighbouring lanes of one warp) each see
+  part of it. Per key tile they combine their partial maxima, so that all agree on the
+  running max m: on a GPU by warp shuffles (:func:`_lane_reduce`), under the simulator,
+  which has none, through shared memory; the tests run the one where each can run. The
+  running sum l stays a per-thread partial (every thread of the row rescales by the same
+  exp(m_old - m_new)) and is combined across the row once, at the end.
 - **P V.** The probabilities go through shared memory (a thread needs a whole row of P
   and a whole column of V for its outputs): O += P V is a second micro-tile product.
 - **Causal tiles.** Tiles wholly in the causal future are never visited (the loop stops at
@@ -72,7 +74,7 @@ class Tiles(NamedTuple):
 def shared_bytes(kernel: str, dim: int, rows: int, cols: int) -> int:
     """Shared memory (bytes) of ``kernel`` ("forward", "dq" or "dkdv") at these tiles."""
     padded = dim + 1
-    if kernel == "forward":    # Q, K, V tiles, P, the exchanged row maxima
+    if kernel == "forward":    # Q, K, V tiles, P, the row maxima exchanged (simulator path)
         floats = rows * padded + 2 * cols * padded + rows * (cols + 1) + rows * TX
     elif kernel == "dq":       # Q, dO, K, V tiles, dS
         floats = 2 * rows * padded + 2 * cols * padded + rows * (cols + 1)
@@ -100,14 +102,44 @@ def supported(dtype, dim: int) -> bool:
     return _cuda.float_type(dtype) is np.float32 and dim % TX == 0 and 0 < dim <= 128
 
 
+def use_shuffles() -> bool:
+    """Whether the kernels combine row statistics by warp shuffles (on a GPU) or through
+    shared memory (under Numba's simulator, which has no shuffles)."""
+    from numba import config
+
+    return not config.ENABLE_CUDASIM
+
+
 @functools.lru_cache(maxsize=None)
-def _forward_kernel(dim, rows, cols, ty, tx):
+def _lane_reduce(lanes, is_max):
+    """A device function: the max (or sum) of a value over each group of ``lanes``
+    neighbouring lanes of a warp, in log2(lanes) butterfly steps (lane l swaps with lane
+    l xor offset); every lane of the warp calls it, so the full-warp mask holds."""
+    bind_cuda(globals())
+
+    @cuda.jit(device=True)
+    def reduce(value):
+        offset = lanes // 2
+        while offset > 0:
+            other = cuda.shfl_xor_sync(0xFFFFFFFF, value, offset)
+            value = max(value, other) if is_max else value + other
+            offset //= 2
+        return value
+
+    return reduce
+
+
+@functools.lru_cache(maxsize=None)
+def _forward_kernel(dim, rows, cols, ty, tx, shuffle):
     keep = cuda_attention._device_keep()
     visible = cuda_attention._device_visible()
+    lane_max = _lane_reduce(tx, True)
+    lane_sum = _lane_reduce(tx, False)
     bind_cuda(globals())
     ft = np.float32
     bq, bk = rows, cols
     bk_padded = bk + 1
+    red_rows = 1 if shuffle else bq
     tm, tn, dn = bq // ty, bk // tx, dim // tx
     threads = ty * tx
     # Shared tiles get one float more per row, so that the threads reading a column of a
@@ -122,12 +154,13 @@ def _forward_kernel(dim, rows, cols, ty, tx):
         k_s = cuda.shared.array((bk, padded), ft)
         v_s = cuda.shared.array((bk, padded), ft)
         p_s = cuda.shared.array((bq, bk_padded), ft)      # P_drop of the current tile
-        red = cuda.shared.array((bq, tx), ft)          # partial row maxima (then sums)
+        red = cuda.shared.array((red_rows, tx), ft)    # partial row maxima (then sums)
         s_r = cuda.local.array((tm, tn), ft)           # this thread's scores
         acc = cuda.local.array((tm, dn), ft)           # its share of sum exp(S - m) V
         m_r = cuda.local.array(tm, ft)                 # running max of each of its rows
         l_r = cuda.local.array(tm, ft)                 # its part of the running sum
         alpha_r = cuda.local.array(tm, ft)
+        mx_r = cuda.local.array(tm, ft)                # the tile's row maxima (shuffles)
         q_reg = cuda.local.array(tm, ft)
         k_reg = cuda.local.array(tn, ft)
         n_qb = (tq + bq - 1) // bq
@@ -192,13 +225,18 @@ def _forward_kernel(dim, rows, cols, ty, tx):
                         s += bias[bb, h, i, j]
                     s_r[a, c] = s
                     row_max = max(row_max, s)
-                red[y + ty * a, x] = row_max
-            cuda.syncthreads()
+                if shuffle:
+                    mx_r[a] = lane_max(row_max)
+                else:
+                    red[y + ty * a, x] = row_max
+            if not shuffle:
+                cuda.syncthreads()
             for a in range(tm):
                 r = y + ty * a
-                m_new = m_r[a]
-                for t in range(tx):
-                    m_new = max(m_new, red[r, t])
+                m_new = max(m_r[a], mx_r[a]) if shuffle else m_r[a]
+                if not shuffle:
+                    for t in range(tx):
+                        m_new = max(m_new, red[r, t])
                 # A row that has seen no visible key yet keeps m = -inf and adds nothing.
                 alpha = math.exp(m_r[a] - m_new) if m_new > neg_inf else ft(1.0)
                 m_r[a] = m_new
@@ -227,15 +265,21 @@ def _forward_kernel(dim, rows, cols, ty, tx):
             cuda.syncthreads()
         # The row sums: each thread's part, added across the tx threads of the row.
         for a in range(tm):
-            red[y + ty * a, x] = l_r[a]
-        cuda.syncthreads()
+            if shuffle:
+                l_r[a] = lane_sum(l_r[a])
+            else:
+                red[y + ty * a, x] = l_r[a]
+        if not shuffle:
+            cuda.syncthreads()
         for a in range(tm):
             r = y + ty * a
             if r < nq:
                 row = bh * tq + i0 + r
-                total = zero
-                for t in range(tx):
-                    total += red[r, t]
+                total = l_r[a]
+                if not shuffle:
+                    total = zero
+                    for t in range(tx):
+                        total += red[r, t]
                 if total > zero:
                     inv = ft(1.0) / total
                     for e in range(dn):
@@ -536,7 +580,7 @@ def attention_forward(q, k, v, mask=None, bias=None, scale=None, causal=False, d
     lse = _cuda.empty(xp, B * H * tq, ft)
     t = tiles_for("forward", dim)
     grid = B * H * (-(-tq // t.rows))
-    _forward_kernel(dim, *t)[grid, THREADS, launch_stream(q)](
+    _forward_kernel(dim, *t, use_shuffles())[grid, THREADS, launch_stream(q)](
         contiguous(q, ft, xp).reshape(-1, dim), contiguous(k, ft, xp).reshape(-1, dim),
         contiguous(v, ft, xp).reshape(-1, dim), tq, tk, H, mask4, has_mask, bias4,
         has_bias, scale, bool(causal), p, hashed, threshold, o, lse)

@@ -58,6 +58,9 @@ def main() -> int:
 
     failures = []
     tol = TOL[np.dtype(np.float32)]
+    if cuda_flash_attention.use_shuffles():
+        print("FAIL the simulator has no warp shuffles, but the kernel would use them")
+        failures.append("shuffles")
 
     def check(name, got, want):
         try:

@@ -50,6 +50,12 @@ def test_supported_cases_and_the_fallback():
         flash.tiles_for("dkdv", 4096)
 
 
+def test_rows_combine_by_shuffles_except_under_the_simulator():
+    # This process has no simulator: a GPU build takes the shuffle path (its resources are in
+    # benchmarks.cuda_resources); flash_sim_check runs the shared-memory path.
+    assert flash.use_shuffles()
+
+
 def test_dispatch_runs_the_flash_kernel_on_cuda():
     assert dispatch._TABLE["attention_forward"][1] == "cuda_flash_attention"
     assert dispatch._TABLE["attention_backward"][1] == "cuda_flash_attention"
