@@ -2,6 +2,7 @@
 
     python -m benchmarks --quick                      # CPU, a few minutes
     python -m benchmarks --device cuda --quick        # CuPy + CUDA kernels vs PyTorch CUDA
+    python -m benchmarks --device cuda --only train --shapes real --batch 16   # fill a GPU
     python -m benchmarks --only train --json out.json --png out.png
     python -m benchmarks --only profile --profile gpt-mini
     python -m benchmarks compare before.json after.json   # the second run's speed over the first's
@@ -72,6 +73,9 @@ def parse_args(argv=None):
     parser.add_argument("--shapes", type=lambda s: _list(s, ("tiny", "mini", "real"), "--shapes"), default=None,
                         help="training shapes, comma-separated, of tiny, mini, real (GPT-2 small, BERT-base, "
                              "T5-small at batch 4 x 256; default: tiny,mini)")
+    parser.add_argument("--batch", type=int, default=None,
+                        help="sequences per training step, replacing each shape's own (a GPU wants more than "
+                             "the real shape's 4)")
     parser.add_argument("--profile", metavar="SPEC", default=None,
                         help="also profile one training step of FAMILY-SHAPE, e.g. gpt-mini "
                              "(the default spec of --only profile)")
@@ -85,6 +89,8 @@ def parse_args(argv=None):
         parser.error(f"--repeat must be at least 1, got {args.repeat}")
     if args.threads is not None and args.threads < 1:
         parser.error(f"--threads must be at least 1, got {args.threads}")
+    if args.batch is not None and args.batch < 1:
+        parser.error(f"--batch must be at least 1, got {args.batch}")
     args.mode = "tiny" if args.tiny else "quick" if args.quick else "full"
     parts = list(args.only) if args.only else ["peaks", "ops", "train"]
     if args.profile and "profile" not in parts:
@@ -217,7 +223,7 @@ def main(argv=None) -> int:
             print("\nno training comparison: PyTorch is not installed", flush=True)
         else:
             result["train"] = train_steps.run(args.device, args.shapes, reps["train"], reps["warmup"], torch,
-                                              args.families)
+                                              args.families, batch_size=args.batch)
     if "peaks" in args.parts:
         # Measured again after the timed work: the MFU denominator is the best of the two.
         after = harness.matmul_peak(args.device, args.mode, reps["peaks"], torch)

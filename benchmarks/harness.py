@@ -57,6 +57,37 @@ def sync_for(device: str, torch=None):
     return sync
 
 
+def peak_memory(contenders: dict, device: str, torch=None) -> dict:
+    """{name: bytes one call of each contender adds to GPU memory at its peak}; {} on the CPU.
+
+    Ours allocate through CuPy's memory pool: its free blocks are released first, so during
+    the call the pool grows to the call's high-water mark (the blocks it held, rounded up
+    to the pool's 512-byte units). PyTorch's (names starting "pytorch"):
+    ``torch.cuda.max_memory_allocated`` above what was allocated before the call.
+    """
+    if device != "cuda":
+        return {}
+    cp = backend.cupy_module()
+    pool = cp.get_default_memory_pool()
+    sync = sync_for(device, torch)
+    out = {}
+    for name, fn in contenders.items():
+        sync()
+        if name.startswith("pytorch"):
+            torch.cuda.reset_peak_memory_stats()
+            before = torch.cuda.memory_allocated()
+            fn()
+            sync()
+            out[name] = torch.cuda.max_memory_allocated() - before
+        else:
+            pool.free_all_blocks()
+            before = pool.total_bytes()
+            fn()
+            sync()
+            out[name] = pool.total_bytes() - before
+    return out
+
+
 def interleaved(contenders: dict, repeat: int, warmup: int = 1, sync=no_sync) -> dict:
     """Seconds of each callable in ``contenders``, timed in turn ``repeat`` times.
 

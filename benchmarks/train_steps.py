@@ -56,7 +56,7 @@ import minitransformer as mt
 from minitransformer import backend, hf, models, objectives, optim, scaling
 from minitransformer.hf.architectures import CONV1D, family_of_model
 
-from benchmarks.harness import interleaved, median, median_ratio, rel_error, sync_for
+from benchmarks.harness import interleaved, median, median_ratio, peak_memory, rel_error, sync_for
 
 LOSS_TOLERANCE = 1e-5        # relative difference of the two losses
 GRAD_TOLERANCE = 1e-4        # ||ours - theirs|| / ||theirs||, per gradient tensor
@@ -420,15 +420,20 @@ def bench_pair(pair: Pair, shape: str, repeat: int, warmup: int, peak_flop_per_s
     a, b = float(last["ours"].item()), float(last["pytorch"].item())
     row["loss_after_steps"] = {"steps": repeat + warmup, "ours": a, "pytorch": b,
                                "rel": abs(a - b) / max(abs(b), 1e-30)}
+    memory = peak_memory(step_functions(pair, last), pair.device, pair.torch)   # one more step each
+    if memory:
+        row["peak_bytes"] = memory
     return row
 
 
 def run(device: str, shapes, repeat: int, warmup: int = 1, torch=None, families=FAMILIES,
-        peak_flop_per_s: float | None = None) -> list[dict]:
-    """Every family at every shape in ``shapes``; one row each."""
+        peak_flop_per_s: float | None = None, batch_size: int | None = None) -> list[dict]:
+    """Every family at every shape in ``shapes``; one row each. ``batch_size`` replaces the
+    shapes' own (a GPU wants more than the 4 sequences of the real shape)."""
     rows = []
     for shape in shapes:
-        configs, batch_size, seq_len = SHAPES[shape]
+        configs, shape_batch, seq_len = SHAPES[shape]
+        batch_size = batch_size or shape_batch
         for family in families:
             cfg = configs[family]
             batch = make_batch(family, cfg, batch_size, seq_len)
@@ -468,4 +473,7 @@ def table(rows: list[dict], peak: dict | None = None) -> str:
             lines.append(f"REFUSED {r['family']} {r['shape']}: {r['refused']}")
         elif "note" in r["agreement"]:
             lines.append(f"(f64 ok) {r['family']} {r['shape']}: {r['agreement']['note']}")
+        if "peak_bytes" in r:
+            lines.append(f"GPU memory at the peak of one step, {r['family']} {r['shape']}: "
+                         + ", ".join(f"{k} {v / 2**20:,.0f} MiB" for k, v in r["peak_bytes"].items()))
     return "\n".join(lines)

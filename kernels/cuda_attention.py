@@ -18,6 +18,10 @@ docstring first); only the mapping onto the GPU differs:
 A thread per row with its row in registers is the simple GPU design: it does not use
 tensor cores and leaves speed on the table against cuDNN/FlashAttention, but every
 step is the textbook's, and it needs no warp-level intrinsics, so the simulator runs it.
+
+It is the reference for ``cuda_flash_attention`` (the kernel dispatch runs on CUDA): the
+tests compare the two, under the simulator and on a GPU. It still runs what that kernel
+does not: float64, and head sizes that are not a multiple of 8 or exceed 128.
 """
 from __future__ import annotations
 
