@@ -190,7 +190,10 @@ def warp_reduce():
     The interface of :func:`block_reduce`, for ``threads`` a multiple of 32; ``red`` is a
     shared array of at least threads / 32 floats. Every lane ends with the same result, and
     the warps' partial results are combined in the same order in every thread, so all
-    threads agree bit for bit. Needs a GPU (the simulator has no warp shuffles).
+    threads agree bit for bit. As in :func:`block_reduce`, a barrier follows the first
+    write and ends the call, even for a single warp: shared memory a thread writes before
+    the call is visible to all after it, and nobody writes it again before all have
+    returned. Needs a GPU (the simulator has no warp shuffles).
     """
     bind_cuda(globals())
 
@@ -202,8 +205,6 @@ def warp_reduce():
             value = max(value, other) if is_max else value + other
             offset //= 2
         n_warps = threads // WARP
-        if n_warps == 1:
-            return value
         if tid % WARP == 0:
             red[tid // WARP] = value
         cuda.syncthreads()

@@ -87,8 +87,9 @@ def _forward_kernel(ft, threads, per_thread, shuffle):
                         total += math.exp(v - m)
                 top = reduce(red, tid, m, threads, True)
                 total = total * math.exp(m - top) if m > neg_inf else zero
-            # The max's reduction ended in a barrier, so the slot is written; read it before
-            # the next one, which no thread passes (to overwrite the slot) before this one.
+            # The max's reduction passed a barrier after the slot was written, so it is
+            # visible; read it before the next reduction, whose barriers no thread passes
+            # (to overwrite the slot for its next row) before every thread has read it.
             x_t = picked[0]
             total = reduce(red, tid, total, threads, False)
             if s != zero:
