@@ -151,9 +151,10 @@ def empty(xp, shape, dtype):
 # ---------------------------------------------------------------------------------------
 # Reductions by warp shuffles, and the choice between the two reductions.
 #
-# A warp's 32 threads run in lockstep and can read each other's registers with
-# ``shfl_xor_sync``: after five exchanges at distances 16, 8, 4, 2, 1 (a butterfly), every
-# lane holds the warp's max or sum, with no shared memory and no barrier. The block then
+# The 32 threads of a warp can read each other's registers with ``shfl_xor_sync`` (which
+# also brings the lanes its mask names together): after five exchanges at distances 16, 8,
+# 4, 2, 1 (a butterfly), every lane holds the warp's max or sum, with no shared memory and
+# no block barrier. The block then
 # needs one float per warp in shared memory and one barrier, against log2(threads) barriers
 # for the tree of :func:`block_reduce`.
 # ---------------------------------------------------------------------------------------
@@ -243,7 +244,8 @@ def row_layout(width: int, threads=None, shuffle: bool = False, name: str = "ker
     ``per_thread`` is how many elements of a row each thread keeps in registers, or 0 when
     the row is wider than ``MAX_PER_THREAD`` per thread (the looped path). Unset, ``threads``
     is the smallest power of two from ``THREADS`` to ``MAX_ROW_THREADS`` that holds the row
-    in registers, or the largest for a row too wide to hold.
+    in registers, or the largest for a row too wide to hold. A larger block size, given,
+    may ask more registers of a multiprocessor than it has, and the launch then fails.
     """
     if threads is None:
         threads = THREADS

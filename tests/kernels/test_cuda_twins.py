@@ -44,7 +44,7 @@ def test_cuda_twins_under_the_simulator():
 
 def test_float32_kernels_compile_without_float64_and_with_shuffles_where_built():
     out = _run("tests.kernels.cuda_ir_check", "--ptx", simulate=False)
-    from tests.kernels import cuda_ir_check
+    from . import cuda_ir_check
 
     lines = [line for line in out.splitlines() if line.startswith("ok   ") and "ptx" not in line]
     assert len(lines) == len(cuda_ir_check.kernels_to_check())
@@ -52,7 +52,7 @@ def test_float32_kernels_compile_without_float64_and_with_shuffles_where_built()
 
 
 def test_the_check_finds_float64_arithmetic():
-    from tests.kernels import cuda_ir_check
+    from . import cuda_ir_check
 
     ir = ('  %".5" = fmul double %".4", 0x3fe0000000000000\n'
           '  %".6" = fptrunc double 0x3fe0000000000000 to float\n'
