@@ -11,7 +11,7 @@ of a fixed size covers an array of any size, and neighbouring threads read neigh
 floats). The backward recomputes the nonlinearity from the saved input, as the CPU kernel
 does, so only ``a`` is kept between the passes.
 
-On the GPU erf and erfc are fast instructions sequences of CUDA's maths library, in float32
+On the GPU erf and erfc are short instruction sequences of CUDA's maths library, in float32
 for float32 data, so the exact form needs none of the CPU kernel's polynomials. It is
 written with erfc, Phi(a) = erfc(-a / sqrt 2) / 2, which keeps its relative accuracy in
 the left tail where 1 + erf(a / sqrt 2) would cancel. The tanh form is written with the
