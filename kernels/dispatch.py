@@ -21,14 +21,14 @@ _TABLE = {
     "cross_entropy_backward": ("cross_entropy", "cuda_cross_entropy"),
     "attention_forward": ("attention", "cuda_flash_attention"),
     "attention_backward": ("attention", "cuda_flash_attention"),
-    "gelu_forward": ("gelu", None),
-    "gelu_backward": ("gelu", None),
-    "layer_norm_forward": ("layer_norm", None),
-    "layer_norm_backward": ("layer_norm", None),
-    "rms_norm_forward": ("layer_norm", None),
-    "rms_norm_backward": ("layer_norm", None),
-    "embedding_backward": ("embedding", None),
-    "adamw_update": ("adamw", None),
+    "gelu_forward": ("gelu", "cuda_gelu"),
+    "gelu_backward": ("gelu", "cuda_gelu"),
+    "layer_norm_forward": ("layer_norm", "cuda_layer_norm"),
+    "layer_norm_backward": ("layer_norm", "cuda_layer_norm"),
+    "rms_norm_forward": ("layer_norm", "cuda_layer_norm"),
+    "rms_norm_backward": ("layer_norm", "cuda_layer_norm"),
+    "embedding_backward": ("embedding", "cuda_embedding"),
+    "adamw_update": ("adamw", "cuda_adamw"),
 }
 
 
