@@ -9,7 +9,10 @@ the repetitions before they fail. One such pattern would hang every encode.
 So every pattern read from a file is a ``TimedPattern``:
 
 - **at load** it is compiled, and a pattern that does not compile (or is not a string) is
-  refused with a ValueError naming the field and the pattern;
+  refused with a ValueError naming the field and the pattern. So is one whose counted
+  repeats, nested, would unroll into millions of steps: ``regex`` compiles ``a{3}`` as
+  ``aaa``, so ``((a{1000}){1000}){1000}`` would take minutes and gigabytes to compile;
+  ``unrolled_size`` estimates that size before compiling;
 - **on each text** it runs under the ``regex`` package's ``timeout``, a limit scaled to the
   text's length: ``base`` seconds plus ``per_char`` seconds per character, of processor
   time (what ``regex`` measures: on a busy machine the wall-clock wait is longer). Real split
@@ -71,6 +74,86 @@ def shown(pattern: str, width: int = 60) -> str:
     return repr(pattern[:width]) + (f"... ({len(pattern):,} characters)" if len(pattern) > width else "")
 
 
+MAX_UNROLLED = 1_000_000       # steps a pattern may compile into (about 0.4 s of compiling)
+_COUNT = regex.compile(r"\{(\d*)(?:,(\d*))?\}")
+_NAMED_ESCAPE = regex.compile(r"\\[pPNx]\{[^}]*\}|\\.", regex.DOTALL)
+
+
+def _class_end(pattern: str, i: int) -> int:
+    """The index just past the character class opening at ``pattern[i] == "["``: escapes are
+    skipped, nested classes (regex's version 1 sets) counted, a "]" first in the set is literal."""
+    depth, j = 0, i
+    while j < len(pattern):
+        c = pattern[j]
+        if c == "\\":
+            j += 2
+            continue
+        if c == "[":
+            depth += 1
+            j += 1
+            if pattern.startswith("^", j):
+                j += 1
+            if pattern.startswith("]", j):
+                j += 1
+            continue
+        if c == "]":
+            depth -= 1
+            if depth == 0:
+                return j + 1
+        j += 1
+    return j
+
+
+def _item_end(pattern: str, i: int) -> int:
+    """The index just past the character, escape (``\\p{L}`` whole) or class at ``i``."""
+    if pattern[i] == "[":
+        return max(_class_end(pattern, i), i + 1)
+    escape = _NAMED_ESCAPE.match(pattern, i) if pattern[i] == "\\" else None
+    return escape.end() if escape else i + 1
+
+
+def unrolled_size(pattern: str) -> int:
+    """An estimate, from above, of the steps ``pattern`` compiles into once counted repeats
+    are unrolled: a character, escape or class counts 1, a group the sum of its contents, and
+    ``x{m,n}`` multiplies ``x`` by the larger count (``*``, ``+``, ``?`` unroll nothing)."""
+    frames = [[0, 0]]                      # per open group: [size so far, size of the last item]
+    i = 0
+    while i < len(pattern):
+        c, frame = pattern[i], frames[-1]
+        count = _COUNT.match(pattern, i) if c == "{" else None
+        if count is not None and (count.group(1) or count.group(2)):
+            # (12 digits are plenty to exceed the limit; more would only slow int() down)
+            times = max(int(count.group(1)[:12] or 0), int((count.group(2) or "")[:12] or 0), 1)
+            frame[0] += frame[1] * (times - 1)
+            frame[1] *= times
+            i = count.end()
+            continue
+        if c == "(":
+            frames.append([0, 0])
+            i += 1
+            continue
+        if c == ")" and len(frames) > 1:
+            size = max(frames.pop()[0], 1)
+            frames[-1][0] += size
+            frames[-1][1] = size
+            i += 1
+            continue
+        if c == "|":
+            frame[1] = 0
+            i += 1
+            continue
+        if c in "*+?":
+            i += 1
+            continue
+        frame[0] += 1                      # one character, escape or class
+        frame[1] = 1
+        i = _item_end(pattern, i)
+    while len(frames) > 1:                 # an unclosed group: compiling will refuse it anyway
+        size = frames.pop()[0]
+        frames[-1][0] += size
+    return frames[0][0]
+
+
 class TimedPattern:
     """A compiled pattern whose every use runs under the time limit.
 
@@ -82,6 +165,10 @@ class TimedPattern:
     def __init__(self, pattern, what: str, trusted: bool = False):
         if not isinstance(pattern, str):
             raise ValueError(f"{what} must be a regex string, got {type(pattern).__name__} {pattern!r:.60}")
+        size = unrolled_size(pattern)
+        if size > MAX_UNROLLED:
+            raise ValueError(f"{what} {shown(pattern)} unrolls its counted repeats into about {size:,} steps, more "
+                             f"than the {MAX_UNROLLED:,} a tokenizer's pattern may take to compile; fix the pattern")
         try:
             self._compiled = regex.compile(pattern)
         except (regex.error, RecursionError, OverflowError, ValueError) as e:

@@ -12,7 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from minitransformer.data import BPETokenizer, PatternTimeout, pattern_time_limit
+from minitransformer.data import PATTERNS, BPETokenizer, PatternTimeout, pattern_time_limit
+from minitransformer.data.tokenizer_patterns import unrolled_size
 from minitransformer.hf.tokenizer_json import load_tokenizer_json
 
 LIMIT = 0.03                    # seconds of processor time per pattern and text
@@ -21,7 +22,9 @@ LIMIT = 0.03                    # seconds of processor time per pattern and text
 # (a|aa)*b among them, which therefore encode; bounded repeats and lazy groups it does not.
 EXPONENTIAL = [r"(a{1,5}){1,20}b", r"(.*?,){11}P", r"(?:(?:a{1,5}){1,20}){1,3}c"]
 NESTED = [r"(a+)+$", r"(a|aa)*b", r"(a*)*b", r"((a+)+)+c", r"(\w+\s?)+$", r"(.*a){12}", *EXPONENTIAL]
-BROKEN = ["(a", "[", "a{2,1}", r"\p{NoSuchProperty}", "(?P<x>a)(?P=y)", "\\", "a{4294967296}"]
+# ... and patterns that do not compile, or whose nested counted repeats would take minutes to.
+BROKEN = ["(a", "[", "a{2,1}", r"\p{NoSuchProperty}", "(?P<x>a)(?P=y)", "\\", "a{4294967296}",
+          r"((a{100}){100}){1000}"]
 DEEP = "(" * 400 + "a" + ")" * 400          # compiles, or is refused, as the recursion limit allows
 # Texts on which those patterns backtrack: long runs of what they repeat, then a mismatch.
 TEXTS = ["hello world, the cat sat on the mat", "a" * 300 + "!", "1," * 120, "aaaa bbbb " * 30, "",
@@ -181,3 +184,10 @@ def test_a_pattern_that_does_not_compile_is_refused_at_load_naming_it(tmp_path, 
     assert not isinstance(e.value, PatternTimeout)
     assert (repr(pattern[:60]) if isinstance(pattern, str) else "must be a regex string") in message, message
     assert "pattern" in message and str(path) in message, message
+
+
+def test_the_unrolled_size_of_a_pattern_is_estimated_from_above():
+    assert unrolled_size(PATTERNS["gpt2"]) < 100 and unrolled_size(PATTERNS["gpt4"]) < 100
+    assert unrolled_size(r"\p{L}{1,3}") == 3 and unrolled_size(r"[a{]{5}") == 5 and unrolled_size("(ab|c){10}") == 30
+    assert unrolled_size(r"((a{1000}){1000}){1000}") == 10**9 and unrolled_size(r"(?:x{10}|y){5,}") >= 50
+    assert unrolled_size("a{" + "9" * 5000 + "}") > 10**11 and unrolled_size("\\") == 1
