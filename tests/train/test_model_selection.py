@@ -69,7 +69,7 @@ def assert_same_weights(a, b):
         assert np.array_equal(a[k], b[k]), k
 
 
-def test_early_stopping_stops_where_the_logged_losses_say(tmp_path):
+def test_early_stopping_stops_where_the_logged_losses_say(tmp_path, capsys):
     t = trainer(tmp_path, early_stop=3)
     result = t.fit()
     evals = logged_evals(tmp_path)
@@ -79,6 +79,9 @@ def test_early_stopping_stops_where_the_logged_losses_say(tmp_path):
     assert checkpoint.resolve(tmp_path).name == f"step-{stop:06d}"         # a complete checkpoint of the stop
     assert checkpoint.verify(checkpoint.resolve(tmp_path))["evals_since_best"] == 3
     assert result["best"] == dict(zip(("step", "val_loss"), lowest(evals)))
+    assert main(["info", str(tmp_path)]) == 0                     # no --keep-best: the best is named, not kept
+    step, loss = lowest(evals)
+    assert f"best validation loss: {loss:.4f} at step {step} (not kept;" in capsys.readouterr().out
 
 
 def test_a_tie_is_not_an_improvement(tmp_path):
