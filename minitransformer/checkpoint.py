@@ -5,6 +5,8 @@ A training run's folder looks like this:
     out/
       latest                      text file naming the newest complete checkpoint
       metrics.jsonl               one JSON object per logged step / evaluation
+      checkpoints/best/           with --keep-best: the lowest validation loss so far (never rotated;
+                                  no optimizer state: a model to use, not a point to resume from)
       checkpoints/step-000200/    a complete checkpoint:
         model.safetensors           weights (safetensors: no code runs on load)
         optimizer.safetensors       optimiser state (Adam moments, step count)
@@ -34,6 +36,7 @@ from minitransformer import atomic
 STATE_FILE = "trainer_state.json"
 FINETUNE_FILE = "finetune.json"    # marks a fine-tuned model folder (see minitransformer.finetune)
 FORMAT_VERSION = 1
+BEST = "best"                      # checkpoints/best: the lowest validation loss of the run
 
 
 class CheckpointError(ValueError):
@@ -124,6 +127,39 @@ def save_checkpoint(run_dir, step: int, model, optimizer=None, state: dict | Non
             if old != final:
                 shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def save_best(run_dir, step: int, model, state: dict, tokenizer=None, card: str | None = None) -> Path:
+    """Write the best checkpoint of a run, ``checkpoints/best``, replacing the previous best.
+
+    The same crash-safe folder write and checksums as ``save_checkpoint`` (a crash leaves the
+    previous best whole), without the optimizer state and without touching ``latest``;
+    ``state`` records the step and its ``best`` validation loss, which ``best_of`` reads back.
+    """
+    final = Path(run_dir) / "checkpoints" / BEST
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with atomic.atomic_folder(final) as tmp:
+        save_arrays(tmp / "model.safetensors", model.state_dict(), {"format": "pt"})
+        _write_json(tmp / "config.json", config_to_dict(model.config))
+        if tokenizer is not None:
+            tokenizer.save(tmp / "tokenizer.json")
+        if card is not None:
+            (tmp / "README.md").write_text(card)
+        files = sorted(p.name for p in tmp.iterdir())
+        full_state = dict(state, step=step, format_version=FORMAT_VERSION,
+                          checksums={f: _sha256(tmp / f) for f in files})
+        _write_json(tmp / STATE_FILE, full_state)
+    return final
+
+
+def best_of(run_dir) -> tuple[Path, dict] | None:
+    """(folder, {"step", "val_loss"}) of a run's best checkpoint, or None when it keeps none."""
+    folder = Path(run_dir) / "checkpoints" / BEST
+    try:
+        best = json.loads((folder / STATE_FILE).read_text()).get("best")
+    except (OSError, json.JSONDecodeError):
+        return None
+    return (folder, best) if isinstance(best, dict) else None
 
 
 def resolve(path) -> Path:

@@ -48,10 +48,26 @@ def front_matter(family, info: dict, metrics: dict) -> list[str]:
     return lines + ["---", ""]
 
 
+def checkpoint_line(which: str, step: int, train_config=None, best: dict | None = None) -> str:
+    """The card's line saying which checkpoint of the run it describes: the best by validation
+    loss (``which="best"``) or the last one saved (``"last"``), with the run's best so far."""
+    of = f" of {train_config.steps:,}" if train_config is not None else ""
+    if which == "best":
+        return f"- Checkpoint: step {step:,}{of}, the best of the run by validation loss (the lowest so far)"
+    line = f"- Checkpoint: step {step:,}{of}, the last saved (not chosen by validation loss)"
+    if best:
+        line += f"; the best so far: validation loss {best['val_loss']:.4f} at step {best['step']:,}"
+    return line
+
+
 def model_card(model, train_config=None, step: int = 0, tokens: int = 0, metrics: dict | None = None,
-               info: dict | None = None) -> str:
+               info: dict | None = None, which: str | None = None, best: dict | None = None) -> str:
     """Markdown text of the model card for ``model`` after ``step`` steps of ``train_config``,
-    opened by the YAML front matter hubs read (``front_matter``)."""
+    opened by the YAML front matter hubs read (``front_matter``).
+
+    ``which`` ("best" or "last"), when given, says which checkpoint of the run this is
+    (``checkpoint_line``); ``best`` is the run's {"step", "val_loss"} of the best so far.
+    """
     from minitransformer import families
 
     cfg = model.config
@@ -99,6 +115,8 @@ def model_card(model, train_config=None, step: int = 0, tokens: int = 0, metrics
     else:
         lines.append("- Steps, tokens and compute: not recorded (this card was written without the "
                      "training run's details)")
+    if which is not None:
+        lines.append(checkpoint_line(which, step, train_config, best))
     if train_config is not None:
         lines.append(f"- Optimisation: AdamW, peak lr {train_config.lr}, {train_config.schedule} schedule, "
                      f"batch {train_config.batch_size}, weight decay {train_config.weight_decay}, "

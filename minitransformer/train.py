@@ -15,6 +15,13 @@ state saved: step N draws the same masks whether or not the run was resumed befo
 
 A non-finite loss stops the run (``NonFiniteLoss``, naming the step) without saving over
 the last good checkpoint; KeyboardInterrupt saves the last completed step, then re-raises.
+
+Model selection. Every evaluation is compared with the best validation loss so far: a loss
+strictly lower is an improvement (a tie is not: the earlier checkpoint stays the best).
+``keep_best`` writes the model of each new best to ``checkpoints/best`` (never rotated away);
+``early_stop = N`` ends the run, saved, after N evaluations in a row without improvement. The
+best so far and the count of evaluations since are part of the saved state, so a resumed run
+selects the same checkpoint and stops at the same step as an uninterrupted one.
 """
 from __future__ import annotations
 
@@ -52,6 +59,8 @@ class TrainConfig:
     eval_batches: int = 4             # validation batches per evaluation
     save_every: int = 200             # steps between checkpoints (0 = only at the end)
     keep_checkpoints: int = 2         # newest checkpoints kept on disk
+    keep_best: bool = False           # also keep the checkpoint of the lowest validation loss, apart
+    early_stop: int = 0               # stop after this many evaluations without improvement (0 = never)
     seed: int = 0
     device: str = "cpu"
 
@@ -134,6 +143,9 @@ class Trainer:
         self.step = 0
         self.tokens_seen = 0
         self.last_eval: dict = {}
+        self.best: dict | None = None         # {"step", "val_loss"} of the lowest validation loss so far
+        self.evals_since_best = 0             # evaluations in a row that did not improve on it
+        self.stopped_early = False
 
     def distribute(self, comm) -> None:
         """Train over ``comm`` (a ``minitransformer.dist`` communicator): each rank takes its
@@ -145,13 +157,14 @@ class Trainer:
     # ---------------------------------------------------------------- checkpoints
     def _state(self) -> dict:
         return {"data_cursor": self.step, "tokens_seen": self.tokens_seen,
-                "train_config": dataclasses.asdict(self.cfg), "last_eval": self.last_eval}
+                "train_config": dataclasses.asdict(self.cfg), "last_eval": self.last_eval,
+                "best": self.best, "evals_since_best": self.evals_since_best}
 
     def save(self) -> Path:
         from minitransformer.model_card import model_card
 
         card = model_card(self.model, self.cfg, step=self.step, tokens=self.tokens_seen,
-                          metrics=self.last_eval, info=self.card_info)
+                          metrics=self.last_eval, info=self.card_info, which="last", best=self.best)
         return checkpoint.save_checkpoint(self.out_dir, self.step, self.model, self.optimizer,
                                           self._state(), self.tokenizer, card,
                                           keep=self.cfg.keep_checkpoints)
@@ -172,6 +185,8 @@ class Trainer:
         self.step = int(state["data_cursor"])
         self.tokens_seen = int(state.get("tokens_seen", 0))
         self.last_eval = state.get("last_eval", {})
+        self.best = state.get("best")
+        self.evals_since_best = int(state.get("evals_since_best", 0))
         self._truncate_metrics(self.step)
         return True
 
@@ -247,6 +262,9 @@ class Trainer:
         self.model.to(cfg.device)
         last_saved = self.step
         stop = cfg.steps if until is None else min(until, cfg.steps)
+        self.stopped_early = self._patience_spent()        # a run that stopped early stays stopped
+        if self.stopped_early:
+            stop = self.step
         try:
             while self.step < stop:
                 t0 = time.perf_counter()
@@ -258,8 +276,11 @@ class Trainer:
                         self.model, self.val_data, cfg.eval_batches, cfg.batch_size, cfg.device)}
                     self._log(self.last_eval)
                     m.update(self.last_eval)
+                    self.stopped_early = self._select(self.last_eval) and self.step < cfg.steps
                 if progress is not None:
                     progress(m)
+                if self.stopped_early:
+                    stop = self.step                        # saved below, as at the end of a run
                 if (cfg.save_every and self.step % cfg.save_every == 0) or self.step == stop:
                     self._save_if_rank0()
                     last_saved = self.step
@@ -267,7 +288,38 @@ class Trainer:
             if self.step != last_saved:
                 self._save_if_rank0()
             raise
-        return dict(self.last_eval, step=self.step, tokens_seen=self.tokens_seen)
+        return dict(self.last_eval, step=self.step, tokens_seen=self.tokens_seen, stopped_early=self.stopped_early,
+                    best=self.best)
+
+    # ---------------------------------------------------------------- model selection
+    def _select(self, metrics: dict) -> bool:
+        """Compare an evaluation with the best so far: a strictly lower (finite) validation loss
+        is the new best (saved to ``checkpoints/best`` with ``keep_best``); anything else counts
+        one more evaluation without improvement. True when ``early_stop`` says: stop now."""
+        loss = metrics["val_loss"]
+        if math.isfinite(loss) and (self.best is None or loss < self.best["val_loss"]):
+            self.best = {"step": self.step, "val_loss": loss}
+            self.evals_since_best = 0
+            if self.cfg.keep_best and self.comm.rank == 0:
+                self.save_best()
+        else:
+            self.evals_since_best += 1
+        return self._patience_spent()
+
+    def _patience_spent(self) -> bool:
+        return self.cfg.early_stop > 0 and self.evals_since_best >= self.cfg.early_stop
+
+    def save_best(self) -> Path:
+        """Write the model as it is now to ``checkpoints/best``, described as the best checkpoint.
+
+        The weights, config, tokenizer and card only: the best checkpoint is for using the
+        model, and the run resumes from ``latest``. Every rank holds the same weights, so rank 0
+        writes it alone, without the (possibly sharded) optimizer state."""
+        from minitransformer.model_card import model_card
+
+        card = model_card(self.model, self.cfg, step=self.step, tokens=self.tokens_seen,
+                          metrics=self.last_eval, info=self.card_info, which="best", best=self.best)
+        return checkpoint.save_best(self.out_dir, self.step, self.model, self._state(), self.tokenizer, card)
 
     def _save_if_rank0(self):
         self.comm.gather_optimizer_state(self.optimizer)   # a sharded state comes together on rank 0

@@ -5,7 +5,8 @@ model.safetensors) or a hub id (ORG/NAME, through huggingface_hub's cache); each
 model card as README.md. ``info`` shows the card's front matter (license, task, tags) and the
 sections a person choosing a model needs (intended uses, training data, limitations), with
 terminal escape sequences and control characters removed; ``--card`` prints the whole card.
-A folder written by ``minitransformer finetune --out`` shows its task, labels and score too.
+A folder written by ``minitransformer finetune --out`` shows its task, labels and score too;
+a run folder names its best checkpoint (``pretrain --keep-best``) with its step and validation loss.
 """
 from __future__ import annotations
 
@@ -63,12 +64,41 @@ def run(args) -> int:
         print(f"  {k}: {v}")
     for line in scaling.summary(cfg, batch_size=args.batch_size, seq_len=args.seq_len):
         print(line)
+    if ckpt is not None and finetuned is None:
+        best = best_line(Path(args.target), ckpt)
+        if best:
+            print(best)
     if card:
         print()
         print("\n".join(card_lines(card, ckpt / "README.md", whole=args.card)))
     elif ckpt is not None and finetuned is None:
         print(f"\nno model card: {ckpt} has no README.md")
     return 0
+
+
+def best_line(target: Path, ckpt: Path) -> str | None:
+    """Where the run of ``ckpt`` keeps its best checkpoint (step, validation loss), or, when it
+    keeps none, the best it recorded; None for a folder that is not part of a run."""
+    from minitransformer import checkpoint
+
+    if (target / "latest").is_file():
+        run = target
+    elif ckpt.parent.name == "checkpoints":
+        run = ckpt.parent.parent
+    else:
+        return None
+    kept = checkpoint.best_of(run)
+    if kept is not None:
+        folder, best = kept
+        return f"best checkpoint: {folder} (step {best['step']}, validation loss {best['val_loss']:.4f})"
+    try:
+        best = json.loads((ckpt / checkpoint.STATE_FILE).read_text()).get("best")
+    except (OSError, json.JSONDecodeError):
+        return None
+    if not isinstance(best, dict):
+        return None
+    return (f"best validation loss: {best['val_loss']:.4f} at step {best['step']} (not kept; train with "
+            "--keep-best to keep that checkpoint)")
 
 
 def card_lines(card: str, path: Path, whole: bool = False) -> list[str]:

@@ -48,6 +48,10 @@ def register(sub) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--out", help="run folder (default: runs/<preset>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out up to --steps")
+    p.add_argument("--keep-best", action="store_true",
+                   help="also keep the checkpoint of the lowest validation loss, in OUT/checkpoints/best")
+    p.add_argument("--early-stop", type=non_negative_int, default=0, metavar="N",
+                   help="stop (saved) after N evaluations in a row without a lower validation loss (0: never)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--zero1", action="store_true",
                    help="under mpiexec: shard the optimizer state over the ranks (ZeRO stage 1)")
@@ -95,6 +99,8 @@ def run(args) -> int:
         return 130                          # interrupted, the last step saved
     if comm.rank != 0:
         return 0
+    if result["stopped_early"]:
+        print(early_stop_line(result, cfg, out))
     minutes = (time.perf_counter() - t0) / 60
     print(f"done in {minutes:.1f} min: step {result['step']}, "
           f"validation loss {result.get('val_loss', float('nan')):.3f} "
@@ -102,6 +108,17 @@ def run(args) -> int:
     print(f"checkpoint: {out}/latest -> {(out / 'latest').read_text().strip()}")
     print("sample:", show_sample(trainer.model, trainer.tokenizer))
     return 0
+
+
+def early_stop_line(result: dict, cfg, out: Path) -> str:
+    """Why the run stopped before its last step, and where its best checkpoint is."""
+    best = result["best"]
+    line = (f"stopped early at step {result['step']} of {cfg.steps}: no lower validation loss in "
+            f"{cfg.early_stop} evaluation{'s' if cfg.early_stop > 1 else ''}")
+    if best is None:
+        return line + " (none was finite)"
+    where = f"kept in {out}/checkpoints/best" if cfg.keep_best else "not kept: add --keep-best to keep it"
+    return line + f"; the best, {best['val_loss']:.4f} at step {best['step']}, is {where}"
 
 
 def check_run_folder(args) -> tuple[str, Path]:
@@ -130,7 +147,11 @@ def train_config(args):
         objective=args.objective, steps=args.steps or DEFAULT_STEPS[args.objective],
         batch_size=args.batch_size, micro_batch_size=args.micro_batch_size,
         lr=args.lr or families.by_objective(args.objective).lr, warmup=args.warmup, schedule=args.schedule,
-        eval_every=args.eval_every, save_every=args.save_every, seed=args.seed, device=args.device)
+        eval_every=args.eval_every, save_every=args.save_every, seed=args.seed, device=args.device,
+        keep_best=args.keep_best, early_stop=args.early_stop)
+    if cfg.early_stop and not cfg.eval_every:
+        raise CLIError(f"--early-stop {cfg.early_stop} counts evaluations, but --eval-every 0 evaluates only at "
+                       "the end; give --eval-every N as well")
     return cfg
 
 

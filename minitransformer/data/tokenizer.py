@@ -39,6 +39,9 @@ letters to one and unassigned to the other, which moves the split points. Parity
 guaranteed (and tested) for text made of characters assigned by Unicode 14; measured with
 regex 2026.5 and tokenizers 0.23, the two agree on everything up to Unicode 15.1 and split
 4,657 code points assigned later differently.
+
+A pre-split pattern read from a file runs under a time limit scaled to the text's length
+(``tokenizer_patterns``): a pathological one raises ``PatternTimeout`` instead of hanging.
 """
 from __future__ import annotations
 
@@ -48,10 +51,10 @@ from collections import Counter
 from typing import Iterable, NamedTuple, Sequence
 
 import numpy as np
-import regex
 
 from minitransformer.data.bpe_trainer import learn_merges
 from minitransformer.data.tokenizer_base import Tokenizer, sentinel_token, tokenizer_file
+from minitransformer.data.tokenizer_patterns import TimedPattern
 
 # ---------------------------------------------------------------------------------------
 # Pre-split patterns. Not every quantifier may be possessive: GPT-2's `\s+(?!\S)` needs to
@@ -92,12 +95,11 @@ _BYTE_TO_CHAR = bytes_to_unicode()
 _CHAR_TO_BYTE = {c: b for b, c in enumerate(_BYTE_TO_CHAR)}
 
 
-def _compile_pattern(pattern: str):
-    try:
-        return regex.compile(pattern)
-    except regex.error as e:
-        raise ValueError(f"pre-split pattern {pattern[:60]!r} is not a valid regex ({e}); use "
-                         "'gpt2', 'gpt4' or a valid regex") from None
+def _compile_pattern(pattern: str, source: str | None = None) -> TimedPattern:
+    """The pre-split pattern, run under the time limit unless it is one of ours
+    (``tokenizer_patterns``); a pattern that does not compile is refused here."""
+    where = f"{source}: pre-split pattern (pre_tokenizer Split Regex)" if source else "pre-split pattern"
+    return TimedPattern(pattern, where, trusted=pattern in PATTERNS.values())
 
 
 def _token_name(b: bytes) -> str:
@@ -157,10 +159,10 @@ class BPETokenizer(Tokenizer):
 
     def __init__(self, vocab: dict[int, bytes], merges: Sequence[tuple[bytes, bytes]],
                  special_tokens: dict[str, int], pattern: str = "gpt2",
-                 ignore_merges: bool = False):
-        self.pattern = PATTERNS.get(pattern, pattern)
+                 ignore_merges: bool = False, source: str | None = None):
+        self.pattern = PATTERNS.get(pattern, pattern) if isinstance(pattern, str) else pattern
         self.pattern_name = next((k for k, v in PATTERNS.items() if v == self.pattern), "custom")
-        self._split = _compile_pattern(self.pattern)
+        self._split = _compile_pattern(self.pattern, source)
         self.ignore_merges = bool(ignore_merges)
 
         size = len(vocab) + len(special_tokens)
@@ -546,7 +548,7 @@ class BPETokenizer(Tokenizer):
         for m in model["merges"]:
             left, right = m.split(" ") if isinstance(m, str) else m
             merges.append((_token_bytes(left), _token_bytes(right)))
-        return cls(vocab, merges, specials, pattern, ignore_merges=bool(model.get("ignore_merges")))
+        return cls(vocab, merges, specials, pattern, ignore_merges=bool(model.get("ignore_merges")), source=source)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "BPETokenizer":

@@ -34,6 +34,7 @@ The steps 2-5 are built in ``tokenizer_steps.py``.
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import Iterable
 
@@ -41,10 +42,29 @@ import regex
 
 from minitransformer.data.tokenizer import BPETokenizer
 from minitransformer.data.tokenizer_base import Tokenizer, tokenizer_file
-from minitransformer.hf.tokenizer_steps import DECODERS, NORMALIZERS, PRE_TOKENIZERS, build, post_processor
+from minitransformer.hf.tokenizer_steps import DECODERS, NORMALIZERS, PRE_TOKENIZERS, build, field, post_processor
 
 UNK_NAMES = ("[UNK]", "<unk>", "<|unk|>")
 _CACHE_LIMIT = 1 << 20      # words kept in the encode cache before it is cleared
+
+
+def token_id(value, what: str) -> int:
+    """A token id read from a file: an integer >= 0 (JSON may hold anything)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{what} must be a token id (an integer >= 0), got {value!r:.60}")
+    return value
+
+
+def added_tokens(data: dict, source: str) -> list[dict]:
+    """The file's added_tokens, each checked to have a string content and a token id."""
+    tokens = data.get("added_tokens") or []
+    if not isinstance(tokens, list) or not all(isinstance(t, dict) for t in tokens):
+        raise ValueError(f"{source}: added_tokens must be a list of objects, got {tokens!r:.60}")
+    for t in tokens:
+        if not isinstance(t.get("content"), str) or not t["content"]:
+            raise ValueError(f"{source}: an added token's content must be a non-empty string, got {t!r:.80}")
+        token_id(t.get("id"), f"{source}: the id of added token {t['content']!r}")
+    return tokens
 
 
 class PipelineTokenizer(Tokenizer):
@@ -71,7 +91,7 @@ class PipelineTokenizer(Tokenizer):
         self._added: dict[str, int] = {}
         self._added_normalized: dict[str, bool] = {}
         specials: dict[str, int] = {}
-        for t in data.get("added_tokens", []):
+        for t in added_tokens(data, source):
             if t.get("single_word") or t.get("lstrip") or t.get("rstrip"):
                 raise ValueError(f"{source}: added token {t['content']!r} uses single_word/lstrip/rstrip, "
                                  "which are not supported")
@@ -215,10 +235,11 @@ class WordPieceTokenizer(PipelineTokenizer):
 
     def __init__(self, data: dict, source: str = "tokenizer.json"):
         model = data["model"]
-        self.vocab: dict[str, int] = {str(k): int(v) for k, v in model["vocab"].items()}
+        self.vocab: dict[str, int] = {str(k): token_id(v, f"{source}: the id of WordPiece token {k!r}")
+                                      for k, v in field(model, "vocab", dict).items()}
         self._tokens = {i: t for t, i in self.vocab.items()}
-        self.prefix = model.get("continuing_subword_prefix", "##")
-        self.max_chars = int(model.get("max_input_chars_per_word", 100))
+        self.prefix = field(model, "continuing_subword_prefix", str, "##")
+        self.max_chars = field(model, "max_input_chars_per_word", int, 100)
         unk = model.get("unk_token", "[UNK]")
         if unk not in self.vocab:
             raise ValueError(f"{source}: WordPiece unk_token {unk!r} is not in its vocabulary")
@@ -255,6 +276,12 @@ class WordPieceTokenizer(PipelineTokenizer):
         return token.startswith(self.prefix)
 
 
+def _is_scored_piece(entry) -> bool:
+    """A Unigram vocabulary entry: [a piece's string, its finite log-probability]."""
+    return (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)
+            and isinstance(entry[1], (int, float)) and not isinstance(entry[1], bool) and math.isfinite(entry[1]))
+
+
 class UnigramTokenizer(PipelineTokenizer):
     """SentencePiece's Unigram model (T5): each piece has a log-probability, and a word is
     split into the pieces whose scores sum highest (Viterbi over every segmentation).
@@ -270,14 +297,21 @@ class UnigramTokenizer(PipelineTokenizer):
         model = data["model"]
         if model.get("byte_fallback"):
             raise ValueError(f"{source}: Unigram with byte_fallback is not supported")
-        self.pieces: list[str] = [str(p) for p, _ in model["vocab"]]
-        self.scores: list[float] = [float(s) for _, s in model["vocab"]]
+        vocab = field(model, "vocab", list)
+        bad = next((v for v in vocab if not _is_scored_piece(v)), None)
+        if bad is not None:
+            raise ValueError(f"{source}: Unigram vocab entries must be [piece, finite score], got {bad!r:.60}")
+        self.pieces: list[str] = [p for p, _ in vocab]
+        self.scores: list[float] = [float(s) for _, s in vocab]
         self._ids = {}
         for i, p in enumerate(self.pieces):
             self._ids.setdefault(p, i)
         self.unk = model.get("unk_id")
         if self.unk is None:
             raise ValueError(f"{source}: Unigram model without unk_id is not supported")
+        if token_id(self.unk, f"{source}: Unigram unk_id") >= len(self.pieces):
+            raise ValueError(f"{source}: Unigram unk_id {self.unk} is outside its vocabulary of "
+                             f"{len(self.pieces)} pieces")
         self.unk_score = min(self.scores, default=0.0) - self.UNK_PENALTY
         self.longest = max((len(p) for p in self.pieces), default=1)
         super().__init__(data, source)
@@ -359,6 +393,11 @@ def load_tokenizer_json(path: str | os.PathLike):
             return WordPieceTokenizer(data, str(path))
         if kind == "Unigram":
             return UnigramTokenizer(data, str(path))
-    except (KeyError, TypeError) as e:
+    except (KeyError, TypeError, AttributeError, IndexError, OverflowError) as e:
+        # a field missing or of the wrong type where no check above names it
         raise ValueError(f"{path}: a malformed {kind} tokenizer.json ({type(e).__name__}: {e})") from None
+    except ValueError as e:                 # a step's refusal: say which file it is in
+        if str(path) in str(e):
+            raise
+        raise type(e)(f"{path}: {e}") from None
     raise ValueError(f"{path}: model type {kind!r} is not supported; expected BPE (byte-level), WordPiece or Unigram")

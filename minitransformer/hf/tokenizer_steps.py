@@ -10,7 +10,9 @@ plain function, one table per kind of step, in pipeline order:
     post_processor   ids -> ids with the model's special tokens around them
 
 ``build(TABLE, kind, spec)`` makes the function for a step's spec; a "Sequence" of any
-kind applies its parts in order.
+kind applies its parts in order. The regexes a file names (Split, Replace) are compiled at
+load, refused there if they do not compile, and run under a time limit scaled to the text
+(``data/tokenizer_patterns.py``).
 
 Character classes follow Rust's definitions (``tokenizers`` is written in Rust): whitespace
 is Unicode's White_Space property (so U+001F is *not* whitespace, though Python's
@@ -29,12 +31,34 @@ import unicodedata
 
 import regex
 
+from minitransformer.data.tokenizer_patterns import TimedPattern
+
 # Rust's char::is_whitespace: the White_Space property.
 WHITESPACE = frozenset("\t\n\x0b\x0c\r \x85\xa0\u1680\u2028\u2029\u202f\u205f\u3000"
                        + "".join(chr(c) for c in range(0x2000, 0x200B)))
 # Rust regex's \w: alphabetic, marks, decimal digits, connector punctuation, joiners.
 _WORD = r"\p{Alphabetic}\p{M}\p{Nd}\p{Pc}\p{Join_Control}"
 _SPACES = "".join(f"\\u{ord(c):04x}" for c in sorted(WHITESPACE))
+
+
+_REQUIRED = object()
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list",
+               dict: "an object"}
+
+
+def field(spec: dict, name: str, kind: type, default=_REQUIRED):
+    """``spec[name]`` (``default`` when absent), refused unless it is of ``kind``: a file's
+    values are checked where they are read, so that a wrong one is named at load instead of
+    failing later, inside encode."""
+    if name not in spec:
+        if default is _REQUIRED:
+            raise ValueError(f"tokenizer.json: the {spec.get('type')} step has no field {name!r}")
+        return default
+    value = spec[name]
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise ValueError(f"tokenizer.json: the {spec.get('type')} step's field {name!r} must be "
+                         f"{_TYPE_NAMES.get(kind, kind.__name__)}, got {value!r:.60}")
+    return value
 
 
 def _is_punctuation(c: str) -> bool:
@@ -153,13 +177,13 @@ def precompiled(spec: dict):
 
 
 def _replace(spec: dict):
-    pattern = spec["pattern"]
-    content = spec["content"]
+    pattern = field(spec, "pattern", dict)
+    content = field(spec, "content", str)
     if "String" in pattern:
-        literal = pattern["String"]
+        literal = field(pattern, "String", str)
         return lambda s: s.replace(literal, content) if literal else s
-    compiled = regex.compile(pattern["Regex"])
-    return lambda s: compiled.sub(lambda m: content, s)
+    compiled = TimedPattern(pattern.get("Regex"), "tokenizer.json: Replace pattern")
+    return lambda s: compiled.sub(content, s)
 
 
 def _strip(spec: dict):
@@ -180,11 +204,18 @@ def _strip_accents(spec: dict):
     return lambda s: "".join(c for c in s if unicodedata.category(c)[0] != "M")
 
 
+def _prepend(text: str):
+    return lambda s: text + s if s else s
+
+
 def _sequence_of(builders: dict, kind: str, key: str):
     """The builder of a "Sequence" of ``kind``s (normalizers, pre-tokenizers or decoders):
     its parts, listed under ``key``, applied in order."""
     def build_sequence(spec: dict):
-        steps = [build(builders, kind, part) for part in spec[key]]
+        parts = field(spec, key, list)
+        if None in parts:
+            raise ValueError(f"tokenizer.json: a Sequence of {kind}s lists null among its {key}; expected objects")
+        steps = [build(builders, kind, part) for part in parts]
 
         def run(s):
             for step in steps:
@@ -205,7 +236,7 @@ NORMALIZERS = {
     "StripAccents": _strip_accents,
     "Strip": _strip,
     "Replace": _replace,
-    "Prepend": lambda spec: lambda s: spec["prepend"] + s if s else s,
+    "Prepend": lambda spec: _prepend(field(spec, "prepend", str)),
 }
 NORMALIZERS["Sequence"] = _sequence_of(NORMALIZERS, "normalizer", "normalizers")
 
@@ -214,6 +245,8 @@ def build(builders: dict, kind: str, spec: dict | None):
     """The function for one step's ``spec`` (None for no step), from the table ``builders``."""
     if spec is None:
         return None
+    if not isinstance(spec, dict):
+        raise ValueError(f"tokenizer.json: a {kind} must be an object with a \"type\", got {spec!r:.60}")
     t = spec.get("type")
     if t not in builders:
         raise ValueError(f"tokenizer.json: {kind} type {t!r} is not supported; supported: {', '.join(builders)}")
@@ -286,9 +319,18 @@ def split_pieces(entries, behavior: str):
     return [(s, e) for s, e in spans if e > s]
 
 
-def _behavior(name: str) -> str:
-    """tokenizer.json writes behaviours in PascalCase; the Python API uses snake_case."""
-    return "".join(part.capitalize() for part in name.split("_")) if "_" in name or name.islower() else name
+BEHAVIORS = ("Removed", "Isolated", "MergedWithPrevious", "MergedWithNext", "Contiguous")
+
+
+def _behavior(spec: dict, default=_REQUIRED) -> str:
+    """The spec's split behaviour: tokenizer.json writes it in PascalCase, the Python API in
+    snake_case; anything else is refused at load."""
+    name = field(spec, "behavior", str, default)
+    name = "".join(part.capitalize() for part in name.split("_")) if "_" in name or name.islower() else name
+    if name not in BEHAVIORS:
+        raise ValueError(f"tokenizer.json: split behavior {name!r} is not supported; expected one of "
+                         f"{', '.join(BEHAVIORS)}")
+    return name
 
 
 def _splitter(find, behavior: str, invert: bool = False):
@@ -309,9 +351,8 @@ def _char_matches(predicate):
     return lambda text: [(i, i + 1) for i, c in enumerate(text) if predicate(c)]
 
 
-def _regex_matches(pattern):
-    compiled = regex.compile(pattern)
-    return lambda text: [m.span() for m in compiled.finditer(text)]
+def _regex_matches(pattern, what: str, trusted: bool = False):
+    return TimedPattern(pattern, what, trusted).spans
 
 
 def _whitespace_split(spec):
@@ -325,7 +366,7 @@ def _bert_pre_tokenizer(spec):
 
 
 def _whitespace(spec):
-    words = _regex_matches(rf"[{_WORD}]+|[^{_WORD}{_SPACES}]+")
+    words = _regex_matches(rf"[{_WORD}]+|[^{_WORD}{_SPACES}]+", "Whitespace pre-tokenizer", trusted=True)
 
     def run(pieces):           # keep the matches, drop what lies between them
         return [(t[s:e], o + s) for t, o in pieces for s, e in words(t)]
@@ -333,7 +374,7 @@ def _whitespace(spec):
 
 
 def _punctuation(spec):
-    return _splitter(_char_matches(_is_punctuation), _behavior(spec.get("behavior", "Isolated")))
+    return _splitter(_char_matches(_is_punctuation), _behavior(spec, "Isolated"))
 
 
 def _digits(spec):
@@ -342,20 +383,23 @@ def _digits(spec):
 
 
 def _split(spec):
-    pattern = spec["pattern"]
-    find = (_regex_matches(regex.escape(pattern["String"])) if "String" in pattern
-            else _regex_matches(pattern["Regex"]))
-    return _splitter(find, _behavior(spec["behavior"]), invert=spec.get("invert", False))
+    pattern = field(spec, "pattern", dict)
+    if "String" in pattern:            # a literal: no backtracking to limit
+        find = _regex_matches(regex.escape(field(pattern, "String", str)), "tokenizer.json: Split string",
+                              trusted=True)
+    else:
+        find = _regex_matches(pattern.get("Regex"), "tokenizer.json: Split pattern")
+    return _splitter(find, _behavior(spec), invert=spec.get("invert", False))
 
 
 def _prepend_scheme(spec: dict) -> str:
     if "prepend_scheme" in spec:
-        return spec["prepend_scheme"]
+        return field(spec, "prepend_scheme", str)
     return "always" if spec.get("add_prefix_space", True) else "never"   # files before tokenizers 0.15
 
 
 def _metaspace(spec):
-    mark, scheme, split = spec.get("replacement", "\u2581"), _prepend_scheme(spec), spec.get("split", True)
+    mark, scheme, split = field(spec, "replacement", str, "\u2581"), _prepend_scheme(spec), spec.get("split", True)
 
     def run(pieces):
         out = []
@@ -398,7 +442,7 @@ def _wordpiece_cleanup(s: str) -> str:
 
 
 def _wordpiece_decoder(spec):
-    prefix, cleanup = spec.get("prefix", "##"), spec.get("cleanup", True)
+    prefix, cleanup = field(spec, "prefix", str, "##"), spec.get("cleanup", True)
 
     def run(tokens):
         out = []
@@ -411,7 +455,7 @@ def _wordpiece_decoder(spec):
 
 
 def _metaspace_decoder(spec):
-    mark, scheme = spec.get("replacement", "\u2581"), _prepend_scheme(spec)
+    mark, scheme = field(spec, "replacement", str, "\u2581"), _prepend_scheme(spec)
 
     def run(tokens):
         # The first token's marks were added by the pre-tokenizer (unless it never adds them).
@@ -425,7 +469,7 @@ def _replace_decoder(spec):
 
 
 def _strip_decoder(spec):
-    content, start, stop = spec["content"], spec.get("start", 0), spec.get("stop", 0)
+    content, start, stop = field(spec, "content", str), field(spec, "start", int, 0), field(spec, "stop", int, 0)
 
     def strip(t: str) -> str:
         chars = list(t)
@@ -460,7 +504,11 @@ def post_processor(spec: dict | None):
         return lambda ids: ids
     t = spec.get("type")
     if t == "TemplateProcessing":
-        specials = {name: list(v["ids"]) for name, v in spec.get("special_tokens", {}).items()}
+        specials = {name: list(v["ids"]) for name, v in field(spec, "special_tokens", dict, {}).items()}
+        for name, ids in specials.items():
+            if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
+                raise ValueError(f"tokenizer.json: TemplateProcessing's special token {name!r} has ids {ids!r:.60}; "
+                                 "expected token ids (integers >= 0)")
         template = []
         for item in spec["single"]:
             if "SpecialToken" in item:
@@ -472,6 +520,9 @@ def post_processor(spec: dict | None):
         return lambda ids: [i for part in template for i in (ids if part is None else part)]
     if t == "BertProcessing":
         cls, sep = spec["cls"][1], spec["sep"][1]
+        if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in (cls, sep)):
+            raise ValueError(f"tokenizer.json: BertProcessing's cls and sep ids must be integers >= 0, got {cls!r}, "
+                             f"{sep!r}")
         return lambda ids: [cls, *ids, sep]
     raise ValueError(f"tokenizer.json: post_processor type {t!r} is not supported; supported: "
                      "TemplateProcessing, BertProcessing")

@@ -284,3 +284,29 @@ def test_unsupported_files_are_refused_naming_what(pairs, tmp_path, edit, fragme
     path.write_text(json.dumps(data))
     with pytest.raises(ValueError, match=fragment):
         load_tokenizer_json(path)
+
+
+@pytest.mark.parametrize("pattern", [r"""(')(?:s|t)| ?(\p{L})+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""",
+                                     r"""(?i:'s|'t)| ?\p{L}{1,4}|(\p{N})|[^\p{L}\p{N}]"""])
+def test_a_byte_level_file_with_its_own_split_pattern_encodes_as_tokenizers_does(tmp_path, pattern):
+    """Whole matches cut the text, whatever groups the pattern has, as in tokenizers (the
+    pattern runs under the time limit of tokenizer_patterns, which must not change a split)."""
+    data = BPETokenizer.train(["the cat's 12 mats, don't they? " * 3] * 10, 320, num_sentinels=0).to_json_dict()
+    data["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = pattern
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(data))
+    ours, ref = load_tokenizer_json(path), Tokenizer.from_file(str(path))
+    for text in ["the cat's 12 mats, don't they?", "Iñtërnâtiônàlizætiøn 2024!!  x", "a" * 50 + " 1234567"]:
+        assert ours.encode(text) == ref.encode(text, add_special_tokens=False).ids, text
+
+
+@settings(max_examples=40, deadline=None)
+@given(text=st.text(alphabet="ab 12,.!", max_size=20),
+       behavior=st.sampled_from(["removed", "isolated", "merged_with_previous", "contiguous"]))
+def test_a_split_pattern_with_groups_cuts_at_whole_matches_as_tokenizers_does(text, behavior):
+    pattern = r"(\d)+|(,)|(?:\.|!)+"
+    ref = pre_tokenizers.Split(tokenizers.Regex(pattern), behavior)
+    ours = PRE_TOKENIZERS["Split"]({"type": "Split", "pattern": {"Regex": pattern}, "behavior": behavior})
+    assert [p for p, _ in ours([(text, 0)])] == [p for p, _ in ref.pre_tokenize_str(text)]
+    replace = {"type": "Replace", "pattern": {"Regex": r"(a)+|(\d)"}, "content": "<\u2581>"}
+    assert NORMALIZERS["Replace"](replace)(text) == _reference("normalizer", replace).normalize_str(text)
