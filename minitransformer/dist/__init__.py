@@ -33,7 +33,8 @@ Reading order, one concept per module:
 """
 from minitransformer.dist.buckets import BucketLayout
 from minitransformer.dist.communicator import (
-    BARRIER, DEFAULT_BUCKET_MB, DEFAULT_TIMEOUT, GRADIENTS, LOSS, TARGETS, Communicator, RankTimeout, split_rows,
+    BARRIER, DEFAULT_BUCKET_MB, DEFAULT_TIMEOUT, GRADIENTS, LOSS, SAVED, STOP, TARGETS, Communicator, RankTimeout,
+    split_rows,
 )
 from minitransformer.dist.launch import LAUNCHER_VARIABLES, init, launched_under_mpi
 from minitransformer.dist.nccl import NCCL_SETUP, Nccl
@@ -47,5 +48,5 @@ __all__ = [
     "init", "launched_under_mpi", "split_rows", "Communicator", "SingleProcess", "RankTimeout", "ZeroOptimizer",
     "BucketLayout", "Nccl", "available_cores", "blas_threads", "set_blas_threads", "limit_threads_per_rank",
     "LAUNCHER_VARIABLES", "THREAD_VARIABLES", "DEFAULT_TIMEOUT", "DEFAULT_BUCKET_MB",
-    "TARGETS", "LOSS", "BARRIER", "GRADIENTS", "PARAMETERS", "STATE", "NCCL_SETUP",
+    "TARGETS", "LOSS", "BARRIER", "GRADIENTS", "STOP", "SAVED", "PARAMETERS", "STATE", "NCCL_SETUP",
 ]
