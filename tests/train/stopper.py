@@ -3,14 +3,13 @@
     python -m tests.train.stopper SIGNAL MOMENT STEP [RANK] -- COMMAND ARGUMENTS...
 
 runs ``minitransformer COMMAND ARGUMENTS`` and sends SIGNAL (SIGTERM, SIGINT, SIGHUP or
-SIGKILL) to itself at MOMENT of the STEP-th optimizer step this process takes (counted over
-every run of the process, from 1; a resumed run counts from its first new step):
+SIGKILL) to itself at MOMENT:
 
-- ``after``: once the step is done, between two steps;
-- ``optimizer``: inside the optimizer update, after some parameters were updated and
-  before the others (where a KeyboardInterrupt used to land);
-- ``save``: inside the save of the checkpoint of step STEP (as its run counts steps),
-  between its writes.
+- ``after``: once the STEP-th step this process takes is done (counted over every run of
+  the process, from 1), between two steps;
+- ``optimizer``: inside the optimizer update of the run's step STEP, after some parameters
+  were updated and before the others (where a KeyboardInterrupt used to land);
+- ``save``: inside the save of the checkpoint of the run's step STEP, between its writes.
 
 With RANK, only the data-parallel rank of that number (under mpiexec) sends it. The moment
 is seeded by the test, so the run it stops is the same every time.

@@ -72,7 +72,6 @@ CASES = {
     "SIGTERM between steps": ("SIGTERM", "after", 3, 3),
     "Ctrl-C inside the optimizer update": ("SIGINT", "optimizer", 5, 5),
     "SIGTERM inside a checkpoint save": ("SIGTERM", "save", 4, 4),
-    "SIGHUP before the first step's end": ("SIGHUP", "after", 1, 1),
 }
 
 
