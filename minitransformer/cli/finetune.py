@@ -111,10 +111,12 @@ def run(args) -> int:
         raise CLIError("--resume continues the run in --out; give its folder")
     if args.out:
         from minitransformer import jobs
-        from minitransformer.finetune.run import check_run_folder
+        from minitransformer.finetune.run import check_out_dir, check_run_folder
 
-        check_run_folder(args.out, args.resume)       # before the folder is made, so a mistake leaves none
-        with jobs.own(args.out):
+        check_out_dir(args.out)             # before the folder is made or locked: a mistake leaves it as it was
+        if args.resume:
+            check_run_folder(args.out, resume=True)
+        with jobs.own(args.out):            # then a stopped run not to start over (finetune checks it)
             return train_and_report(args, task)
     return train_and_report(args, task)
 

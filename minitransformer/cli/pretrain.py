@@ -80,6 +80,8 @@ def run(args) -> int:
     with contextlib.ExitStack() as held:
         if not own_run_folder(comm, out, held):
             return 2                        # rank 0 has said who holds it
+        if (out / "latest").exists() and not args.resume:      # checked once the folder is ours
+            raise CLIError(f"{out} already holds a run; pass --resume to continue it, or --out NEW_FOLDER")
         return train(args, comm, say, preset, out)
 
 
@@ -132,7 +134,8 @@ def train(args, comm, say, preset: str, out: Path) -> int:
 
 
 def check_run_folder(args) -> tuple[str, Path]:
-    """(preset, run folder) after checking the data paths and that --out and --resume agree."""
+    """(preset, run folder) after checking the data paths and, with --resume, that there is a
+    run to continue (before the folder is made: a mistake leaves none behind)."""
     from minitransformer import recipes
 
     if args.data:
@@ -141,8 +144,6 @@ def check_run_folder(args) -> tuple[str, Path]:
                 raise CLIError(f"data path {path} does not exist; give .txt/.jsonl files or folders")
     preset = recipes.check_objective(args.objective, args.preset)
     out = Path(args.out or f"runs/{preset}")
-    if (out / "latest").exists() and not args.resume:
-        raise CLIError(f"{out} already holds a run; pass --resume to continue it, or --out NEW_FOLDER")
     if args.resume and not (out / "latest").exists():
         raise CLIError(f"--resume: {out} has no checkpoint to resume from")
     return preset, out

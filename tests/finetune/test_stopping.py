@@ -76,9 +76,13 @@ def test_a_signal_stops_after_a_whole_step_saved_and_resume_ends_bit_identical(t
 def test_a_second_writer_is_refused_and_resume_needs_a_stopped_run(tiny_checkpoints, tmp_path, capsys):
     out = tmp_path / "run"
     argv = finetune_args(tiny_checkpoints["bert"], out)
-    with jobs.own(out):
-        assert main(argv) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and f"is in use by process {os.getpid()} on host" in err[0], err
+    with jobs.own(out):                     # another job holds the folder, and has saved a checkpoint
+        (out / "training").mkdir()
+        (out / "training" / "latest").write_text("checkpoints/step-000003\n")
+        for resume in ([], ["--resume"]):
+            assert main(argv + resume) == 2
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 1 and f"is in use by process {os.getpid()} on host" in err[0], err
+    (out / "training" / "latest").unlink()
     assert main([*argv, "--resume"]) == 2
     assert "holds no stopped fine-tuning run to continue" in capsys.readouterr().err

@@ -107,10 +107,12 @@ def test_a_killed_run_leaves_its_folder_free_and_its_last_checkpoint_resumable(s
 def test_a_second_writer_is_refused_in_one_line_naming_the_holder(setup, tmp_path, capsys):
     corpus, _, _ = setup
     run = tmp_path / "run"
-    with jobs.own(run):                                   # another job holds the folder
-        assert main(pretrain_args(corpus, run)) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and f"is in use by process {os.getpid()} on host" in err[0], err
+    with jobs.own(run):                                   # another job holds the folder, and has saved
+        (run / "latest").write_text("checkpoints/step-000002\n")
+        for resume in ([], ["--resume"]):
+            assert main(pretrain_args(corpus, run) + resume) == 2
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 1 and f"is in use by process {os.getpid()} on host" in err[0], err
     assert not (run / "checkpoints").exists()
 
 
