@@ -64,7 +64,8 @@ if __name__ == "__main__":
     split = sys.argv.index("--")
     head, argv = sys.argv[1:split], sys.argv[split + 1:]
     name, moment, when = head[0], head[1], int(head[2])
-    if len(head) < 4 or os.environ.get("PMI_RANK", "0") == head[3]:
+    rank = next((os.environ[v] for v in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK") if v in os.environ), "0")
+    if len(head) < 4 or rank == head[3]:
         arm(getattr(signal, name), moment, when)
     from minitransformer.cli import main
 
