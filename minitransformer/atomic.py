@@ -90,13 +90,17 @@ def write_text(path, text: str, encoding: str = "utf-8") -> None:
 
 
 @contextlib.contextmanager
-def atomic_folder(path):
+def atomic_folder(path, carry=()):
     """Yield an empty temporary folder beside ``path``; on a clean exit it replaces ``path``.
 
     Every file written into it is fsynced before the switch. An existing ``path`` is first
     renamed to ``path.old`` and removed once the new folder is in place, so a crash between
     the two renames leaves the previous version there (``.old``) and never a half-written one
     under the real name. An exception removes the temporary folder and keeps ``path``.
+
+    ``carry`` names files of the previous version that the new one keeps as they are: each is
+    hard-linked into the temporary folder, so it stays the same file (a lock held on it,
+    e.g. ``jobs.own``'s, stays held).
     """
     path = Path(path)
     tmp, old = path.with_name(path.name + ".tmp"), path.with_name(path.name + ".old")
@@ -104,6 +108,9 @@ def atomic_folder(path):
         shutil.rmtree(debris, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
+        for name in carry:
+            if (path / name).is_file():
+                os.link(path / name, tmp / name)
         _stage("write", path)
         yield tmp
         _stage("fsync", path)

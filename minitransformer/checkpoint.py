@@ -21,6 +21,10 @@ fsynced). A crash at any moment leaves ``latest`` naming a complete, checksummed
 a leftover ``.tmp`` folder is ignored and removed by the next save. On load every file's
 SHA-256 is compared with the one recorded in ``trainer_state.json``, so a truncated or
 corrupted file is refused with a message naming it.
+
+A save that fails (a full disk, a quota, a read-only mount: any ``OSError``) leaves the
+previous checkpoint as it was, since nothing it wrote is in place until the last rename, and
+raises ``SaveError``: one line naming the path, the system's reason and the checkpoint kept.
 """
 from __future__ import annotations
 
@@ -41,6 +45,10 @@ BEST = "best"                      # checkpoints/best: the lowest validation los
 
 class CheckpointError(ValueError):
     """A checkpoint is missing, incomplete or corrupted."""
+
+
+class SaveError(OSError):
+    """Writing a checkpoint failed (e.g. the disk is full); the previous one is kept."""
 
 
 def _sha256(path: Path) -> str:
@@ -100,6 +108,26 @@ def save_checkpoint(run_dir, step: int, model, optimizer=None, state: dict | Non
     ``keep`` > 0 deletes all but the newest ``keep`` checkpoints afterwards.
     """
     run_dir = Path(run_dir)
+    try:
+        return _save_checkpoint(run_dir, step, model, optimizer, state, tokenizer, card, keep)
+    except OSError as e:
+        raise SaveError(_save_failed(run_dir, step, e)) from e
+
+
+def _save_failed(run_dir: Path, step: int, error: OSError) -> str:
+    """One line: what could not be written, why (the system's words), and what is kept."""
+    where = error.filename or run_dir / "checkpoints" / f"step-{step:06d}"
+    reason = error.strerror or str(error)
+    try:
+        kept = (run_dir / "latest").read_text().strip()
+        previous = json.loads((run_dir / kept / STATE_FILE).read_text())["step"]
+        kept = f"the previous checkpoint, step {previous}, is kept: {run_dir / 'latest'} -> {kept}"
+    except (OSError, ValueError, KeyError, TypeError):
+        kept = "there is no earlier checkpoint to keep"
+    return f"could not save the checkpoint of step {step}: {reason} ({where}); {kept}"
+
+
+def _save_checkpoint(run_dir: Path, step: int, model, optimizer, state, tokenizer, card, keep: int) -> Path:
     ckpt_root = run_dir / "checkpoints"
     ckpt_root.mkdir(parents=True, exist_ok=True)
     for stale in [*ckpt_root.glob("*.tmp"), *ckpt_root.glob("*.old")]:   # debris of an interrupted save

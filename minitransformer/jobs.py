@@ -36,6 +36,18 @@ class FolderInUse(RuntimeError):
     """Another live process owns the run folder."""
 
 
+class Stopped(Exception):
+    """A job stopped on a signal at a step boundary, its last step saved (where it saves).
+
+    ``status`` is the exit status the job should end with (128 + the signal's number); the
+    message says where the state is and how to continue.
+    """
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
+
+
 @contextlib.contextmanager
 def own(folder):
     """Hold the run folder ``folder`` (created if needed) for the duration of the block."""

@@ -14,7 +14,11 @@ Randomness (dropout) is re-seeded at every step from (seed, step), so the run ne
 state saved: step N draws the same masks whether or not the run was resumed before it.
 
 A non-finite loss stops the run (``NonFiniteLoss``, naming the step) without saving over
-the last good checkpoint; KeyboardInterrupt saves the last completed step, then re-raises.
+the last good checkpoint. A stop request (``minitransformer.jobs.StopSignals``: SIGTERM,
+SIGHUP or Ctrl-C) is read between steps, never inside one: the step in flight finishes,
+the run saves it and raises ``jobs.Stopped``. Data-parallel ranks first agree on the stop
+(the largest signal any rank received, one all-reduce per step), so all stop after the same
+step, and rank 0's save ends in a collective that every rank waits for before it exits.
 
 Model selection. Every evaluation is compared with the best validation loss so far: a loss
 strictly lower is an improvement (a tie is not: the earlier checkpoint stays the best).
@@ -33,7 +37,7 @@ from pathlib import Path
 
 import numpy
 
-from minitransformer import atomic, backend, checkpoint, dist, optim
+from minitransformer import atomic, backend, checkpoint, dist, jobs, optim
 from minitransformer.autograd import no_grad
 from minitransformer.models import count_targets
 
@@ -254,40 +258,45 @@ class Trainer:
                 "tokens": tokens, "targets": count}
 
     # ---------------------------------------------------------------- the run
-    def fit(self, progress=None, until: int | None = None) -> dict:
+    def fit(self, progress=None, until: int | None = None, stop=None) -> dict:
         """Train from the current step to ``config.steps`` (or stop, saved, at step ``until``,
         to be resumed later: the schedule still runs to ``config.steps``); returns the final
-        metrics."""
+        metrics.
+
+        ``stop`` (a ``jobs.StopSignals``, or anything with ``requested``, ``received`` and
+        ``request``) is read before every step: once raised, on any rank, the run saves the
+        last completed step (unless it just did) and raises ``jobs.Stopped``.
+        """
         cfg = self.cfg
         self.model.to(cfg.device)
         last_saved = self.step
-        stop = cfg.steps if until is None else min(until, cfg.steps)
+        end = cfg.steps if until is None else min(until, cfg.steps)
         self.stopped_early = self._patience_spent()        # a run that stopped early stays stopped
         if self.stopped_early:
-            stop = self.step
-        try:
-            while self.step < stop:
-                t0 = time.perf_counter()
-                m = self.train_step()
-                m["tokens_per_s"] = m["tokens"] / max(time.perf_counter() - t0, 1e-9)
-                self._log({k: m[k] for k in ("step", "loss", "lr", "grad_norm", "tokens_per_s")})
-                if (cfg.eval_every and self.step % cfg.eval_every == 0) or self.step == cfg.steps:
-                    self.last_eval = {"step": self.step, **evaluate(
-                        self.model, self.val_data, cfg.eval_batches, cfg.batch_size, cfg.device)}
-                    self._log(self.last_eval)
-                    m.update(self.last_eval)
-                    self.stopped_early = self._select(self.last_eval) and self.step < cfg.steps
-                if progress is not None:
-                    progress(m)
-                if self.stopped_early:
-                    stop = self.step                        # saved below, as at the end of a run
-                if (cfg.save_every and self.step % cfg.save_every == 0) or self.step == stop:
+            end = self.step
+        while self.step < end:
+            if self._stop_agreed(stop):
+                if self.step != last_saved:
                     self._save_if_rank0()
-                    last_saved = self.step
-        except KeyboardInterrupt:
-            if self.step != last_saved:
+                raise jobs.Stopped(f"stopped by {stop.name} after step {self.step} of {cfg.steps}; "
+                                   f"{self._saved_where()}", stop.exit_status)
+            t0 = time.perf_counter()
+            m = self.train_step()
+            m["tokens_per_s"] = m["tokens"] / max(time.perf_counter() - t0, 1e-9)
+            self._log({k: m[k] for k in ("step", "loss", "lr", "grad_norm", "tokens_per_s")})
+            if (cfg.eval_every and self.step % cfg.eval_every == 0) or self.step == cfg.steps:
+                self.last_eval = {"step": self.step, **evaluate(
+                    self.model, self.val_data, cfg.eval_batches, cfg.batch_size, cfg.device)}
+                self._log(self.last_eval)
+                m.update(self.last_eval)
+                self.stopped_early = self._select(self.last_eval) and self.step < cfg.steps
+            if progress is not None:
+                progress(m)
+            if self.stopped_early:
+                end = self.step                             # saved below, as at the end of a run
+            if (cfg.save_every and self.step % cfg.save_every == 0) or self.step == end:
                 self._save_if_rank0()
-            raise
+                last_saved = self.step
         return dict(self.last_eval, step=self.step, tokens_seen=self.tokens_seen, stopped_early=self.stopped_early,
                     best=self.best)
 
@@ -321,8 +330,33 @@ class Trainer:
                           metrics=self.last_eval, info=self.card_info, which="best", best=self.best)
         return checkpoint.save_best(self.out_dir, self.step, self.model, self._state(), self.tokenizer, card)
 
+    def _stop_agreed(self, stop) -> bool:
+        """Whether to stop before the next step: the same answer on every rank, since the
+        launcher ends the whole job as soon as one rank exits. A rank that received no
+        signal itself takes the one another rank received (for its exit status)."""
+        if stop is None:
+            return False
+        received = self.comm.max_int(int(stop.received or 0), dist.STOP)
+        if received and not stop.requested:
+            stop.request(received)
+        return bool(received)
+
+    def _saved_where(self) -> str:
+        if self.step == 0 or not (self.out_dir / "latest").is_file():
+            return "nothing was saved (no step completed)"
+        kept = (self.out_dir / "latest").read_text().strip()
+        return f"saved: {self.out_dir / 'latest'} -> {kept}"
+
     def _save_if_rank0(self):
+        """Save the checkpoint of this step (rank 0 writes). Every rank waits for the end of
+        the save, and learns whether it worked: a failed save (a full disk) stops them all."""
         self.comm.gather_optimizer_state(self.optimizer)   # a sharded state comes together on rank 0
+        error = None
         if self.comm.rank == 0:
-            self.save()
-        self.comm.barrier()
+            try:
+                self.save()
+            except checkpoint.SaveError as e:
+                error = e
+        if self.comm.sum_int(int(error is not None), dist.SAVED):
+            raise error or checkpoint.SaveError(f"rank 0 could not save the checkpoint of step {self.step} "
+                                                "(its message says why); the previous checkpoint is kept")

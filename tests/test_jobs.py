@@ -89,3 +89,18 @@ def test_handlers_are_restored_after_the_block():
         stop.request(signal.SIGINT)
         assert stop.requested and stop.exit_status == 130
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_a_folder_replaced_whole_keeps_its_lock_held(tmp_path):
+    """A fine-tuned folder is replaced by a new version at the end of a run (atomic_folder);
+    the lock file goes over as the same file, so the folder stays owned."""
+    from minitransformer import atomic
+
+    run = tmp_path / "run"
+    with jobs.own(run):
+        with atomic.atomic_folder(run, carry=(jobs.LOCK_FILE,)) as tmp:
+            (tmp / "model").write_text("new")
+        assert (run / "model").read_text() == "new"
+        with pytest.raises(jobs.FolderInUse, match=f"process {os.getpid()}"):
+            with jobs.own(run):
+                pass

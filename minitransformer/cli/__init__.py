@@ -20,6 +20,7 @@ import re
 import sys
 import traceback
 
+from minitransformer.checkpoint import SaveError
 from minitransformer.jobs import FolderInUse
 
 # Subcommand modules, in the order ``--help`` lists them; each exposes ``register``.
@@ -36,10 +37,11 @@ SUBCOMMANDS = (
     "export",
 )
 
-# What a person can cause with a bad argument, file or folder. Not TypeError or KeyError:
+# What a person can cause with a bad argument, file or folder, or meet on their machine (a
+# folder another job holds, a disk too full for a checkpoint). Not TypeError or KeyError:
 # from the command line those come from code, not from the person typing it.
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
-               PermissionError, FolderInUse)
+               PermissionError, FolderInUse, SaveError)
 DEBUG_VARIABLE = "MINITRANSFORMER_DEBUG"
 
 

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from minitransformer.cli import CLIError, check_device
+from minitransformer.cli import CLIError, check_device, non_negative_int
 
 EXAMPLES = """tasks and data:
   classify  BERT, one label per text      {"text": "...", "label": "..."}  (+ optional "text_pair")
@@ -24,6 +24,8 @@ examples:
 
 The report (metrics, baselines, samples) is printed as JSON and written to OUT/report.json
 (or --report FILE). Without --eval, a tenth of --data (chosen by a hash of each input) is held out.
+With --out, a checkpoint is saved every --save-every steps in OUT/training, and Ctrl-C, SIGTERM or
+SIGHUP finish the step, save it and stop; the same command with --resume continues bit for bit.
 """
 
 
@@ -55,6 +57,9 @@ def register(sub) -> None:
     p.add_argument("--from-scratch", action="store_true",
                    help="random weights of the same architecture (to measure what pre-training gives)")
     p.add_argument("--out", help="folder for the fine-tuned model and report.json")
+    p.add_argument("--save-every", type=non_negative_int, default=200,
+                   help="with --out: steps between checkpoints in OUT/training (0: only when stopped)")
+    p.add_argument("--resume", action="store_true", help="continue the stopped run in --out")
     p.add_argument("--report", help="where to write the JSON report (default OUT/report.json)")
     p.add_argument("--write-builtin", metavar="DIR",
                    help="write the built-in tasks (train/test .jsonl) and a pre-training corpus to DIR, then stop")
@@ -79,8 +84,7 @@ def _examples(args, task: str):
 
 
 def run(args) -> int:
-    from minitransformer.finetune import FinetuneConfig, finetune, tasks
-    from minitransformer.finetune.run import write_report
+    from minitransformer.finetune import tasks
 
     if args.write_builtin:
         for path in tasks.write_builtin(args.write_builtin, n_train=args.n_train, n_test=args.n_eval,
@@ -103,6 +107,26 @@ def run(args) -> int:
         raise CLIError(f"give training data: --data FILE.jsonl, or --builtin "
                        f"{tasks.DEFAULT_BUILTIN[task]}")
     check_device(args.device)
+    if args.resume and not args.out:
+        raise CLIError("--resume continues the run in --out; give its folder")
+    if args.out:
+        from minitransformer import jobs
+        from minitransformer.finetune.run import check_out_dir, check_run_folder
+
+        check_out_dir(args.out)             # before the folder is made or locked: a mistake leaves it as it was
+        if args.resume:
+            check_run_folder(args.out, resume=True)
+        with jobs.own(args.out):            # then a stopped run not to start over (finetune checks it)
+            return train_and_report(args, task)
+    return train_and_report(args, task)
+
+
+def train_and_report(args, task: str) -> int:
+    """Fine-tune, print the report and write it (and, with --out, the model and metrics)."""
+    from minitransformer import jobs
+    from minitransformer.finetune import FinetuneConfig, finetune
+    from minitransformer.finetune.run import write_report
+
     train, evaluation, description = _examples(args, task)
     config = FinetuneConfig.for_task(task, steps=args.steps, lr=args.lr, batch_size=args.batch_size,
                                      warmup=args.warmup, seed=args.seed, max_length=args.max_length,
@@ -125,10 +149,18 @@ def run(args) -> int:
             bar.update(1)
 
     try:
-        report = finetune(task, args.model, train, evaluation, config, out_dir=args.out,
-                          from_scratch=args.from_scratch, progress=progress, data_description=description)
+        with jobs.StopSignals() as stop:
+            report = finetune(task, args.model, train, evaluation, config, out_dir=args.out,
+                              from_scratch=args.from_scratch, progress=progress, data_description=description,
+                              save_every=args.save_every, resume=args.resume, stop=stop)
     except FloatingPointError as e:
         raise CLIError(str(e)) from None
+    except jobs.Stopped as e:
+        if bar is not None:
+            bar.close()
+        again = "; continue with the same command and --resume" if args.out else ""
+        print(f"\n{e}{again}", file=sys.stderr, flush=True)
+        return e.status
     finally:
         if bar is not None:
             bar.close()

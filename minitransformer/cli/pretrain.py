@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -24,7 +25,8 @@ EXAMPLES = """examples:
 def register(sub) -> None:
     p = sub.add_parser("pretrain", help="pre-train a GPT, BERT or T5 model from scratch",
                        description="Pre-train a model from scratch: tokenizer, data, objective, training loop, "
-                                   "checkpoints. Ctrl-C saves and stops; --resume continues.",
+                                   "checkpoints. Ctrl-C, SIGTERM or SIGHUP finish the step, save it and "
+                                   "stop; --resume continues.",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     from minitransformer import families
 
@@ -79,6 +81,33 @@ def run(args) -> int:
                        f"{comm.size} ranks; use --batch-size {comm.size} or more")
     say = print if comm.rank == 0 else (lambda *a, **k: None)
     preset, out = check_run_folder(args)
+    with contextlib.ExitStack() as held:
+        if not own_run_folder(comm, out, held):
+            return 2                        # rank 0 has said who holds it
+        if (out / "latest").exists() and not args.resume:      # checked once the folder is ours
+            raise CLIError(f"{out} already holds a run; pass --resume to continue it, or --out NEW_FOLDER")
+        return train(args, comm, say, preset, out)
+
+
+def own_run_folder(comm, out: Path, held: contextlib.ExitStack) -> bool:
+    """Rank 0 takes the run folder for the whole run (``jobs.own``: a second job writing into
+    it is refused, naming the holder); the other ranks learn whether it could, and stop quietly
+    if not. True when this job owns it."""
+    from minitransformer import jobs
+
+    if comm.rank != 0:
+        return not comm.sum_int(0, "the run-folder lock", timeout=None)
+    refused = True
+    try:
+        held.enter_context(jobs.own(out))
+        refused = False
+    finally:
+        comm.sum_int(int(refused), "the run-folder lock", timeout=None)
+    return True
+
+
+def train(args, comm, say, preset: str, out: Path) -> int:
+    """Prepare the data, build (or resume) the trainer and run it; the exit status."""
     cfg = train_config(args)
     t0 = time.perf_counter()
     say(f"preparing data and tokenizer ({args.vocab_size} tokens) ...", flush=True)
@@ -95,8 +124,8 @@ def run(args) -> int:
             f"{'+' if cfg.batch_size % comm.size else ''} sequences each)"
             f"{', ZeRO-1 optimizer sharding' if args.zero1 else ''}", flush=True)
     result = fit(trainer, comm, out, progress=not args.no_progress and comm.rank == 0)
-    if result is None:
-        return 130                          # interrupted, the last step saved
+    if isinstance(result, int):
+        return result                       # stopped by a signal (the last step saved) or a failed save
     if comm.rank != 0:
         return 0
     if result["stopped_early"]:
@@ -122,7 +151,8 @@ def early_stop_line(result: dict, cfg, out: Path) -> str:
 
 
 def check_run_folder(args) -> tuple[str, Path]:
-    """(preset, run folder) after checking the data paths and that --out and --resume agree."""
+    """(preset, run folder) after checking the data paths and, with --resume, that there is a
+    run to continue (before the folder is made: a mistake leaves none behind)."""
     from minitransformer import recipes
 
     if args.data:
@@ -131,8 +161,6 @@ def check_run_folder(args) -> tuple[str, Path]:
                 raise CLIError(f"data path {path} does not exist; give .txt/.jsonl files or folders")
     preset = recipes.check_objective(args.objective, args.preset)
     out = Path(args.out or f"runs/{preset}")
-    if (out / "latest").exists() and not args.resume:
-        raise CLIError(f"{out} already holds a run; pass --resume to continue it, or --out NEW_FOLDER")
     if args.resume and not (out / "latest").exists():
         raise CLIError(f"--resume: {out} has no checkpoint to resume from")
     return preset, out
@@ -182,9 +210,11 @@ def build_trainer(args, comm, preset: str, out: Path, cfg):
 
 
 def fit(trainer, comm, out: Path, progress: bool):
-    """Run ``trainer`` to its last step with a progress bar; the final metrics, or None when
-    interrupted (the last step saved). A stalled rank ends the whole job, the last checkpoint kept."""
-    from minitransformer import dist
+    """Run ``trainer`` to its last step with a progress bar; the final metrics, or the exit
+    status when a signal stopped it (the last step saved: 128 + the signal's number) or, on a
+    rank other than 0, when rank 0 could not save (rank 0 raises, and says why). A stalled
+    rank ends the whole job, the last checkpoint kept."""
+    from minitransformer import checkpoint, dist, jobs
     from minitransformer.train import NonFiniteLoss
 
     cfg = trainer.cfg
@@ -201,7 +231,8 @@ def fit(trainer, comm, out: Path, progress: bool):
             bar.update(1)
 
     try:
-        return trainer.fit(show)
+        with jobs.StopSignals() as stop:
+            return trainer.fit(show, stop=stop)
     except NonFiniteLoss as e:
         raise CLIError(str(e)) from None
     except dist.RankTimeout as e:
@@ -211,13 +242,17 @@ def fit(trainer, comm, out: Path, progress: bool):
         print(f"minitransformer pretrain: error: {e}; the last checkpoint is kept: {out}/latest -> {kept}",
               file=sys.stderr, flush=True)
         comm.abort(3)                       # the other ranks may be stuck in MPI: end them all
-    except KeyboardInterrupt:
+    except jobs.Stopped as e:
         if bar is not None:
             bar.close()
         if comm.rank == 0:
-            print(f"\ninterrupted: saved step {trainer.step} in {out}; continue with "
-                  f"minitransformer pretrain --out {out} --steps {cfg.steps} --resume")
-        return None
+            print(f"\n{e}; continue with minitransformer pretrain --out {out} --steps {cfg.steps} --resume",
+                  file=sys.stderr, flush=True)
+        return e.status
+    except checkpoint.SaveError:
+        if comm.rank == 0:
+            raise                           # one line from rank 0: the path, the reason, what is kept
+        return 2
     finally:
         if bar is not None:
             bar.close()

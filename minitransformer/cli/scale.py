@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -11,7 +12,7 @@ EXAMPLES = """examples:
   minitransformer scale --quick                     # 7 GPT widths, 2 layers, 500k tokens each
   minitransformer scale                             # 7 widths, 4 layers, 1M tokens each (hours on a CPU)
   minitransformer scale --sizes 128x6 192x6 256x6 384x6 512x6 --tokens 20000000 --device cuda
-  minitransformer scale --quick --out runs/s        # interrupted? the same command resumes it
+  minitransformer scale --quick --out runs/s        # stopped (Ctrl-C, SIGTERM)? the same command resumes it
   minitransformer scale --family bert --quick       # masked LM instead of next-token
 
 Sizes are WIDTHxLAYERS or WIDTHxLAYERSxHEADS; feed-forward width is 4 x WIDTH. Every size
@@ -58,7 +59,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from minitransformer import families, recipes, scaling
+    from minitransformer import jobs, scaling
 
     check_device(args.device)
     for path in args.data or ():
@@ -77,6 +78,13 @@ def run(args) -> int:
     if len({s.name for s in sizes}) != len(sizes):
         raise CLIError(f"--sizes lists a size twice: {' '.join(args.sizes)}")
     out = Path(args.out or f"runs/scale-{args.family}{'-quick' if args.quick else ''}")
+    with jobs.own(out):                     # one sweep writes into a folder at a time
+        return sweep(args, out, sizes, tokens)
+
+
+def sweep(args, out: Path, sizes, tokens: int) -> int:
+    """Prepare the data, train every size (resuming a stopped sweep), fit and report."""
+    from minitransformer import families, jobs, recipes, scaling
 
     t0 = time.perf_counter()
     print(f"preparing data and tokenizer ({args.vocab_size} tokens) ...", flush=True)
@@ -123,15 +131,15 @@ def run(args) -> int:
                   f"{r['seconds'] / 60:.1f} min", flush=True)
 
     try:
-        results = scaling.run_sweep(runs, train_data, val_data, out, tokens=tokens,
-                                    batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                                    device=args.device, data_key=description, progress=progress)
-    except KeyboardInterrupt:
+        with jobs.StopSignals() as stop:
+            results = scaling.run_sweep(runs, train_data, val_data, out, tokens=tokens,
+                                        batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                                        device=args.device, data_key=description, progress=progress, stop=stop)
+    except jobs.Stopped as e:
         if bar is not None:
             bar.close()
-        print(f"\ninterrupted: finished runs and the current run's last step are saved in {out}; "
-              "run the same command again to continue")
-        return 130
+        print(f"\n{e}; run the same command again to continue", file=sys.stderr, flush=True)
+        return e.status
     finally:
         if bar is not None:
             bar.close()

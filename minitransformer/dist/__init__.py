@@ -19,7 +19,13 @@ step, so the replicas stay identical without ever sending weights. (The buckets 
 after the backward pass, not overlapped with it: overlap needs a "this gradient is final"
 hook in the autograd engine, which it does not have, and on a CPU whose cores all compute it
 would gain nothing.) Checkpoints are written by rank 0 only, between collectives, and
-atomically, so the last one stays good.
+atomically, so the last one stays good; a sum over the ranks after each save tells every
+rank whether it worked.
+
+Stopping. ``mpiexec`` passes a SIGTERM or Ctrl-C on to every rank, but not at the same
+instant, and it ends the whole job as soon as one rank exits. So before every step the ranks
+take the largest stop signal any of them received (``max_int``, one all-reduce of one
+integer): all stop after the same step, rank 0 saves it, and all exit once the save is done.
 
 Reading order, one concept per module:
 
@@ -33,7 +39,8 @@ Reading order, one concept per module:
 """
 from minitransformer.dist.buckets import BucketLayout
 from minitransformer.dist.communicator import (
-    BARRIER, DEFAULT_BUCKET_MB, DEFAULT_TIMEOUT, GRADIENTS, LOSS, TARGETS, Communicator, RankTimeout, split_rows,
+    BARRIER, DEFAULT_BUCKET_MB, DEFAULT_TIMEOUT, GRADIENTS, LOSS, SAVED, STOP, TARGETS, Communicator, RankTimeout,
+    split_rows,
 )
 from minitransformer.dist.launch import LAUNCHER_VARIABLES, init, launched_under_mpi
 from minitransformer.dist.nccl import NCCL_SETUP, Nccl
@@ -47,5 +54,5 @@ __all__ = [
     "init", "launched_under_mpi", "split_rows", "Communicator", "SingleProcess", "RankTimeout", "ZeroOptimizer",
     "BucketLayout", "Nccl", "available_cores", "blas_threads", "set_blas_threads", "limit_threads_per_rank",
     "LAUNCHER_VARIABLES", "THREAD_VARIABLES", "DEFAULT_TIMEOUT", "DEFAULT_BUCKET_MB",
-    "TARGETS", "LOSS", "BARRIER", "GRADIENTS", "PARAMETERS", "STATE", "NCCL_SETUP",
+    "TARGETS", "LOSS", "BARRIER", "GRADIENTS", "STOP", "SAVED", "PARAMETERS", "STATE", "NCCL_SETUP",
 ]

@@ -39,8 +39,10 @@ TARGETS = "the target-count all-reduce"
 LOSS = "the loss all-reduce"
 BARRIER = "a barrier"
 GRADIENTS = "the gradient all-reduce"
+STOP = "the stop-signal all-reduce"
+SAVED = "the end of a checkpoint save"
 _NAMES = {zlib.crc32(w.encode()): w
-          for w in (TARGETS, LOSS, BARRIER, GRADIENTS, PARAMETERS, STATE, nccl.NCCL_SETUP)}
+          for w in (TARGETS, LOSS, BARRIER, GRADIENTS, STOP, SAVED, PARAMETERS, STATE, nccl.NCCL_SETUP)}
 
 
 class RankTimeout(RuntimeError):
@@ -65,7 +67,7 @@ def split_rows(batch_size: int, size: int, rank: int) -> tuple[int, int]:
 class Communicator:
     """Collectives over the ranks of an MPI communicator, each guarded by a timeout.
 
-    What a training loop calls: ``row_range``, ``sum_int``, ``sum_float``,
+    What a training loop calls: ``row_range``, ``sum_int``, ``max_int``, ``sum_float``,
     ``allreduce_gradients``, ``barrier``, ``wrap_optimizer``, ``gather_optimizer_state``.
     What the sharded optimizer and the NCCL set-up call: ``sum_arrays``, ``all_gather``,
     ``gather``, ``broadcast`` (each names its collective for the messages).
@@ -175,6 +177,15 @@ class Communicator:
         buf = numpy.array([n], dtype=numpy.int64)
         self._collective(what, "scalars",
                          self._mpi(lambda: [self.comm.Iallreduce(self.MPI.IN_PLACE, buf, op=self.MPI.SUM)]),
+                         8, timeout)
+        return int(buf[0])
+
+    def max_int(self, n: int, what: str, timeout="default") -> int:
+        """The largest ``n`` of all ranks (e.g. the stop signal one rank received: every rank
+        then stops after the same step)."""
+        buf = numpy.array([n], dtype=numpy.int64)
+        self._collective(what, "scalars",
+                         self._mpi(lambda: [self.comm.Iallreduce(self.MPI.IN_PLACE, buf, op=self.MPI.MAX)]),
                          8, timeout)
         return int(buf[0])
 

@@ -31,15 +31,25 @@ better at 3e-3 (0.990 against 0.927). Wider models want lower rates, as in pre-t
 Batch ``i`` is a pure function of (seed, i): position p = i * batch_size + r of the
 stream is example ``perm_e[p mod n]`` of epoch e = p // n, each epoch its own permutation.
 Dropout is re-seeded from (seed, step), as in pre-training, so a run is reproducible.
+
+That is also why a fine-tuning run resumes bit for bit: a checkpoint (``RunCheckpoints``,
+written as pre-training writes its own, through ``minitransformer.checkpoint``) holds the
+weights, the optimizer state (Adam's moments and step count), the step and the losses so
+far; the batches and the dropout masks of the steps after it depend on nothing else. A stop
+request (``jobs.StopSignals``: SIGTERM, SIGHUP, Ctrl-C) is read between steps: the step in
+flight finishes, is saved, and ``jobs.Stopped`` is raised.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
+from pathlib import Path
 
 import numpy
 
-from minitransformer import backend, optim
+from minitransformer import backend, checkpoint, jobs, optim
 from minitransformer.models import count_targets
 from minitransformer.train import step_seed, to_device
 
@@ -118,39 +128,122 @@ class ExampleBatches:
         return self.collate([self.features[i] for i in picks])
 
 
-def fit(model, data: ExampleBatches, cfg: FinetuneConfig, family: str, progress=None) -> list[float]:
+class RunCheckpoints:
+    """The checkpoints of one fine-tuning run in ``run_dir``: every ``save_every`` steps (0:
+    only when stopped), the newest ``keep`` kept, as ``pretrain`` keeps its own.
+
+    ``fingerprint`` names the training data (``data_fingerprint``); with ``resume``, the
+    latest checkpoint is loaded and refused if it was made with another config or data.
+    """
+
+    def __init__(self, run_dir, cfg: FinetuneConfig, fingerprint: str, save_every: int = 0, keep: int = 2,
+                 resume: bool = False):
+        if save_every < 0 or keep < 1:
+            raise ValueError(f"save_every must be >= 0 and keep >= 1, got {save_every} and {keep}")
+        self.run_dir, self.cfg, self.fingerprint = Path(run_dir), cfg, fingerprint
+        self.save_every, self.keep, self.resume = save_every, keep, resume
+
+    def _config(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self.cfg).items() if k != "device"}
+
+    def save(self, step: int, model, optimizer, losses: list, history: list) -> Path:
+        state = {"finetune_config": self._config(), "data": self.fingerprint, "losses": losses, "history": history}
+        return checkpoint.save_checkpoint(self.run_dir, step, model, optimizer, state, keep=self.keep)
+
+    def restore(self, model, optimizer) -> tuple[int, list, list]:
+        """(step, losses, history) of the latest checkpoint, loaded into ``model`` and
+        ``optimizer``; (0, [], []) when not resuming."""
+        if not self.resume:
+            return 0, [], []
+        if not (self.run_dir / "latest").is_file():
+            raise FileNotFoundError(f"--resume: {self.run_dir} has no fine-tuning checkpoint to resume from")
+        ckpt = checkpoint.resolve(self.run_dir)
+        state = checkpoint.verify(ckpt)
+        saved, now = state.get("finetune_config", {}), self._config()
+        changed = [f"{k}={saved.get(k)!r}, now {v!r}" for k, v in now.items() if saved.get(k) != v]
+        if changed:
+            raise ValueError(f"cannot resume {self.run_dir}: it was fine-tuned with {'; '.join(changed)}; "
+                             "use the same settings, or another --out")
+        if state.get("data") != self.fingerprint:
+            raise ValueError(f"cannot resume {self.run_dir}: it was fine-tuned on other training data; "
+                             "use the same data, or another --out")
+        model.load_state_dict(checkpoint.load_arrays(ckpt / "model.safetensors"))
+        optimizer.load_state_dict(checkpoint.load_arrays(ckpt / "optimizer.safetensors"))
+        history = [{"step": r["step"], "loss": r["loss"], "lr": r["lr"]} for r in state["history"]]  # in log order
+        return int(state["step"]), list(state["losses"]), history
+
+
+def data_fingerprint(examples) -> str:
+    """A short hash of the training examples (their order included)."""
+    text = json.dumps(list(examples), sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def fit(model, data: ExampleBatches, cfg: FinetuneConfig, family: str, progress=None,
+        checkpoints: RunCheckpoints | None = None, stop=None) -> list[float]:
     """Train ``model`` for ``cfg.steps`` steps on ``data``; returns the loss of every step.
 
-    ``progress``, if given, is called after each step with {"step", "loss", "lr"}.
+    ``progress``, if given, is called after each step with {"step", "loss", "lr"} (on
+    resuming, first once for each step done before, from the checkpoint).
+    ``checkpoints`` saves the run now and then and resumes it; ``stop`` (a
+    ``jobs.StopSignals``) is read before every step: once raised, the last step is saved and
+    ``jobs.Stopped`` raised.
     """
     model.to(cfg.device)
     opt = optim.AdamW(model, lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay,
                       no_decay=optim.no_decay_names(model))
     schedule = optim.make_schedule(cfg.schedule, cfg.lr, cfg.warmup_steps, cfg.steps)
-    losses = []
-    model.train()
-    for step in range(cfg.steps):
-        backend.manual_seed(step_seed(cfg.seed, step))
-        batch = to_device(data.batch(step, cfg.batch_size), cfg.device)
-        n = count_targets(batch, family)
-        if n == 0:                       # e.g. every word truncated away: nothing to learn
-            losses.append(float("nan"))
-            continue
-        loss = model.loss(batch, reduction="sum") * (1.0 / n)
-        value = float(loss.item())
-        if not math.isfinite(value):
-            raise FloatingPointError(f"fine-tuning loss became {value} at step {step}; lower the "
-                                     "learning rate (--lr) or check the data")
-        loss.backward()
-        opt.lr = schedule(step)
-        optim.clip_grad_norm(model, cfg.grad_clip)
-        opt.step()
-        opt.zero_grad()
-        losses.append(value)
+    start, losses, history = checkpoints.restore(model, opt) if checkpoints is not None else (0, [], [])
+    for record in history:
         if progress is not None:
-            progress({"step": step + 1, "loss": value, "lr": opt.lr})
+            progress(record)
+    saved = start
+    model.train()
+    for step in range(start, cfg.steps):
+        if stop is not None and stop.requested:
+            if checkpoints is None:
+                where = "nothing was saved (no --out)"
+            elif step == 0:
+                where = "nothing was saved (no step completed)"
+            else:
+                path = checkpoints.save(step, model, opt, losses, history) if step != saved \
+                    else checkpoint.resolve(checkpoints.run_dir)
+                where = f"saved in {path}"
+            raise jobs.Stopped(f"stopped by {stop.name} after step {step} of {cfg.steps}; {where}",
+                               stop.exit_status)
+        value = _step(model, opt, data, cfg, family, step, schedule(step))
+        losses.append(value)
+        if math.isfinite(value):
+            record = {"step": step + 1, "loss": value, "lr": opt.lr}
+            history.append(record)
+            if progress is not None:
+                progress(dict(record))
+        if checkpoints is not None and checkpoints.save_every and (step + 1) % checkpoints.save_every == 0 \
+                and step + 1 < cfg.steps:        # the last step's state is the fine-tuned model itself
+            checkpoints.save(step + 1, model, opt, losses, history)
+            saved = step + 1
     model.eval()
     return losses
+
+
+def _step(model, opt, data: ExampleBatches, cfg: FinetuneConfig, family: str, step: int, lr: float) -> float:
+    """One optimizer step on batch ``step``; its mean loss (nan when the batch has no target)."""
+    backend.manual_seed(step_seed(cfg.seed, step))
+    batch = to_device(data.batch(step, cfg.batch_size), cfg.device)
+    n = count_targets(batch, family)
+    if n == 0:                       # e.g. every word truncated away: nothing to learn
+        return float("nan")
+    loss = model.loss(batch, reduction="sum") * (1.0 / n)
+    value = float(loss.item())
+    if not math.isfinite(value):
+        raise FloatingPointError(f"fine-tuning loss became {value} at step {step}; lower the "
+                                 "learning rate (--lr) or check the data")
+    loss.backward()
+    opt.lr = lr
+    optim.clip_grad_norm(model, cfg.grad_clip)
+    opt.step()
+    opt.zero_grad()
+    return value
 
 
 def pad(rows: list[list[int]], value: int, length: int | None = None) -> numpy.ndarray:

@@ -12,7 +12,10 @@
 
 A fine-tuned folder holds ``model.safetensors``, ``config.json`` (the body's config),
 ``tokenizer.json``, ``finetune.json`` (task, labels, lengths) and ``report.json``;
-``load_finetuned`` rebuilds the model and its task from it.
+``load_finetuned`` rebuilds the model and its task from it. While the run trains, its
+checkpoints live in the folder's ``training/`` (``loop.RunCheckpoints``), from which
+``resume=True`` continues it bit for bit; the finished model takes the folder's place, and
+they go with the rest of the old folder.
 """
 from __future__ import annotations
 
@@ -23,16 +26,17 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from minitransformer import atomic, backend, checkpoint, families
+from minitransformer import atomic, backend, checkpoint, families, jobs
 from minitransformer.finetune import tasks as tasks_module
 from minitransformer.finetune.classify import Classification
-from minitransformer.finetune.loop import ExampleBatches, FinetuneConfig, fit
+from minitransformer.finetune.loop import ExampleBatches, FinetuneConfig, RunCheckpoints, data_fingerprint, fit
 from minitransformer.finetune.seq2seq import Seq2Seq
 from minitransformer.finetune.tag import Tagging
 
 HANDLERS = {"classify": Classification, "tag": Tagging, "seq2seq": Seq2Seq}
 INFO_FILE = checkpoint.FINETUNE_FILE
 REPORT_FILE = "report.json"
+TRAINING_DIR = "training"          # a run's checkpoints, inside the fine-tuned folder until it is done
 
 
 def load_base(model_dir, task: str, device: str = "cpu"):
@@ -91,17 +95,23 @@ def _sample_input(example: dict, task: str) -> dict:
 
 def finetune(task: str, model_dir, train: list[dict], evaluation: list[dict],
              config: FinetuneConfig | None = None, out_dir=None, from_scratch: bool = False,
-             progress=None, data_description: str = "") -> dict:
+             progress=None, data_description: str = "", save_every: int = 0, keep_checkpoints: int = 2,
+             resume: bool = False, stop=None) -> dict:
     """Fine-tune the checkpoint in ``model_dir`` on ``train``; return the report on ``evaluation``.
 
     ``config``: None for the task's defaults (``FinetuneConfig.for_task``).
     ``from_scratch``: same architecture and tokenizer, random weights (the control run).
+    With ``out_dir``: a checkpoint every ``save_every`` steps (0: only when stopped) in
+    ``out_dir/training``, the newest ``keep_checkpoints`` kept; ``resume`` continues from
+    the latest. ``stop`` (a ``jobs.StopSignals``): see ``loop.fit``.
     """
     t0 = time.perf_counter()
     tasks_module.check_task(task)
     config = FinetuneConfig.for_task(task) if config is None else config
     if out_dir is not None:
-        check_out_dir(out_dir)
+        check_run_folder(out_dir, resume)
+    elif resume:
+        raise ValueError("resume=True needs the out_dir of the run to continue")
     base, tokenizer = load_base(model_dir, task, config.device)
     train = _checked(train, task, "the training data")
     handler = make_handler(task, tokenizer, train, config, base.config.max_positions)
@@ -111,7 +121,11 @@ def finetune(task: str, model_dir, train: list[dict], evaluation: list[dict],
     model = handler.build(base.config if from_scratch else base).to(config.device)
     data = ExampleBatches([handler.encode(ex) for ex in train], handler.collate, config.seed)
     truncated_train = handler.truncated
-    losses = fit(model, data, config, handler.family, progress)
+    checkpoints = None
+    if out_dir is not None:
+        checkpoints = RunCheckpoints(Path(out_dir) / TRAINING_DIR, config, data_fingerprint(train),
+                                     save_every, keep_checkpoints, resume)
+    losses = fit(model, data, config, handler.family, progress, checkpoints, stop)
     handler.truncated = 0
     report = {"task": task, "model": str(model_dir), "init": "random" if from_scratch else "pre-trained",
               "family": handler.family, "data": data_description, "train_examples": len(train),
@@ -178,14 +192,30 @@ def _mean(values) -> float:
 # =======================================================================================
 
 def check_out_dir(out_dir) -> Path:
-    """``out_dir`` if a fine-tuned model may be saved there: new, empty, or a fine-tuned
-    folder (which is replaced). Checked before training, so a mistake costs no time."""
+    """``out_dir`` if a fine-tuned model may be saved there: new, empty (but for a run's lock
+    and checkpoints), or a fine-tuned folder (which is replaced). Checked before training,
+    so a mistake costs no time."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {out} is a file; give a folder for the fine-tuned model")
-    if out.is_dir() and any(out.iterdir()) and not is_finetuned(out):
+    ours = {jobs.LOCK_FILE, TRAINING_DIR}
+    if out.is_dir() and any(p.name not in ours for p in out.iterdir()) and not is_finetuned(out):
         raise FileExistsError(f"{out} exists and is not a fine-tuned model folder (it has no {INFO_FILE}); "
                               "choose a new or empty folder, so that nothing in it is overwritten")
+    return out
+
+
+def check_run_folder(out_dir, resume: bool) -> Path:
+    """``out_dir`` if a fine-tuning run may start there (``check_out_dir``) or, with
+    ``resume``, continue there; a stopped run is not started over by mistake."""
+    out = check_out_dir(out_dir)
+    stopped = (out / TRAINING_DIR / "latest").is_file()
+    if resume and not stopped:
+        raise FileNotFoundError(f"--resume: {out} holds no stopped fine-tuning run to continue (no "
+                                f"{TRAINING_DIR}/latest); start it without --resume")
+    if stopped and not resume:
+        raise FileExistsError(f"{out} holds a stopped fine-tuning run; pass --resume to continue it, or "
+                              "choose another --out")
     return out
 
 
@@ -194,17 +224,24 @@ def save_finetuned(out_dir, model, tokenizer, handler, report: dict | None = Non
 
     Everything is written in a sibling ``.tmp`` folder first, which then takes the place of
     ``out_dir`` (``minitransformer.atomic``); a save that fails part-way leaves an earlier
-    fine-tuned model there untouched.
+    fine-tuned model there untouched, and raises ``checkpoint.SaveError`` saying so. The
+    run's lock file goes over to the new folder (the same file: the lock stays held).
     """
     out = check_out_dir(out_dir)
-    with atomic.atomic_folder(out) as tmp:
-        checkpoint.save_arrays(tmp / "model.safetensors", model.state_dict(), {"format": "pt"})
-        (tmp / "config.json").write_text(json.dumps(checkpoint.config_to_dict(model.config), indent=2))
-        tokenizer.save(tmp / "tokenizer.json")
-        info = {"task": handler.task, "head": type(model).__name__, **handler.info()}
-        (tmp / INFO_FILE).write_text(json.dumps(info, indent=2))
-        if report is not None:
-            write_report(report, tmp / REPORT_FILE)
+    try:
+        with atomic.atomic_folder(out, carry=(jobs.LOCK_FILE,)) as tmp:
+            checkpoint.save_arrays(tmp / "model.safetensors", model.state_dict(), {"format": "pt"})
+            (tmp / "config.json").write_text(json.dumps(checkpoint.config_to_dict(model.config), indent=2))
+            tokenizer.save(tmp / "tokenizer.json")
+            info = {"task": handler.task, "head": type(model).__name__, **handler.info()}
+            (tmp / INFO_FILE).write_text(json.dumps(info, indent=2))
+            if report is not None:
+                write_report(report, tmp / REPORT_FILE)
+    except OSError as e:
+        kept = "its training checkpoints are kept" if (out / TRAINING_DIR / "latest").is_file() else \
+            "it is as it was"
+        raise checkpoint.SaveError(f"could not save the fine-tuned model in {out}: {e.strerror or e} "
+                                   f"({e.filename or out}); {kept}") from e
     return out
 
 

@@ -121,7 +121,7 @@ def _train_loss_tail(run_dir: Path, fraction: float = 0.1):
 def run_sweep(runs, train_data, val_data, out_dir, *, tokens: int, batch_size: int = 16,
               lr: float | None = None, warmup_fraction: float = 0.05, seed: int = 0,
               device: str = "cpu", max_eval_batches: int = 16, data_key: str = "",
-              progress=None) -> list[dict]:
+              progress=None, stop=None) -> list[dict]:
     """Train each (name, config) of ``runs`` on the same data for the same ``tokens``; return
     one result dict per run, in order.
 
@@ -133,7 +133,9 @@ def run_sweep(runs, train_data, val_data, out_dir, *, tokens: int, batch_size: i
     and ``default_lr`` unless ``lr`` is given; it is evaluated once, at the end, on up to
     ``max_eval_batches`` validation batches. ``progress(event)`` receives dicts with
     "event": "start" | "step" | "done" | "skip" and "index", "name", and the step's metrics
-    or the run's result.
+    or the run's result. ``stop`` (a ``jobs.StopSignals``) is read before every step of every
+    run: once raised, the current run saves its last step and ``jobs.Stopped`` is raised, so
+    that calling again resumes it.
     """
     from minitransformer import backend, families, models
     from minitransformer.train import TrainConfig, Trainer
@@ -184,6 +186,11 @@ def run_sweep(runs, train_data, val_data, out_dir, *, tokens: int, batch_size: i
             results.append(done)
             emit(event="skip", index=index, name=name, result=done)
             continue
+        if stop is not None and stop.requested:          # between two runs: nothing to save
+            from minitransformer import jobs
+
+            raise jobs.Stopped(f"stopped by {stop.name} before run {name}; the finished runs are kept",
+                               stop.exit_status)
         params = count_parameters(config)
         flops = training_flops(config, batch_size, seq_len, decoder_len, mlm_fraction)
         flops /= batch_size * seq_len                                # per token
@@ -199,7 +206,7 @@ def run_sweep(runs, train_data, val_data, out_dir, *, tokens: int, batch_size: i
         emit(event="start", index=index, name=name, steps=steps, step=trainer.step, resumed=resumed,
              params=params, lr=run_lr)
         t0 = time.perf_counter()
-        final = trainer.fit(progress=lambda m: emit(event="step", index=index, name=name, **m))
+        final = trainer.fit(progress=lambda m: emit(event="step", index=index, name=name, **m), stop=stop)
         seconds = time.perf_counter() - t0
         result = {
             "name": name, "index": index, "family": family, "config": config_dict,

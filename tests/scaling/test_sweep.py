@@ -1,10 +1,11 @@
 """The sweep driver: trains each size, saves each result as it finishes, resumes, reports."""
 import json
+import signal
 
 import numpy as np
 import pytest
 
-from minitransformer import data, recipes, scaling
+from minitransformer import data, jobs, recipes, scaling
 from minitransformer.cli import main
 
 TEXT = ("The function returns the sum of the list. The method copies the list and returns it. "
@@ -65,12 +66,15 @@ def test_each_run_trains_saves_its_result_and_is_skipped_next_time(setup, tmp_pa
 def test_an_interrupted_sweep_resumes_where_it_stopped_and_ends_the_same(setup, tmp_path):
     straight = sweep(setup, tmp_path / "straight")
 
-    def interrupt(e):
-        if e["event"] == "step" and e["index"] == 1 and e["step"] == 3:
-            raise KeyboardInterrupt
+    stop = jobs.StopSignals()
 
-    with pytest.raises(KeyboardInterrupt):
-        sweep(setup, tmp_path / "resumed", interrupt)
+    def interrupt(e):                       # as a SIGTERM during step 3 of the second run would
+        if e["event"] == "step" and e["index"] == 1 and e["step"] == 3:
+            stop.request(signal.SIGTERM)
+
+    with pytest.raises(jobs.Stopped, match="stopped by SIGTERM after step 3 of 5") as stopped:
+        sweep(setup, tmp_path / "resumed", interrupt, stop=stop)
+    assert stopped.value.status == 128 + signal.SIGTERM
     assert (tmp_path / "resumed" / "runs" / "d16-L1-H1" / "result.json").is_file()
     assert not (tmp_path / "resumed" / "runs" / "d24-L1-H2" / "result.json").exists()
     events = []

@@ -1,12 +1,13 @@
 """Checkpoints: resuming continues the same run bit for bit; damage is refused; crashes lose nothing."""
 import json
 import shutil
+import signal
 
 import numpy as np
 import pytest
 
 import minitransformer as mt
-from minitransformer import atomic, checkpoint, models, objectives
+from minitransformer import atomic, checkpoint, jobs, models, objectives
 from minitransformer.train import NonFiniteLoss, TrainConfig, Trainer
 from tests.train import markov
 
@@ -39,12 +40,14 @@ def test_resume_continues_bit_for_bit(tmp_path):
     assert second.resume() and second.step == 6
     second.fit()
 
-    def interrupt_at_3(m):                  # Ctrl-C after step 3: saves, then stops
+    stop = jobs.StopSignals()
+
+    def interrupt_at_3(m):                  # Ctrl-C during step 3: the step ends, is saved, the run stops
         if m["step"] == 3:
-            raise KeyboardInterrupt
+            stop.request(signal.SIGINT)
     third = tiny_trainer(tmp_path / "c", steps=10)
-    with pytest.raises(KeyboardInterrupt):
-        third.fit(interrupt_at_3)
+    with pytest.raises(jobs.Stopped, match="stopped by SIGINT after step 3 of 10"):
+        third.fit(interrupt_at_3, stop=stop)
     fourth = tiny_trainer(tmp_path / "c", steps=10)
     assert fourth.resume() and fourth.step == 3
     fourth.fit()
