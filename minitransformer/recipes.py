@@ -101,8 +101,9 @@ def model_config(preset: str, tokenizer, block_size: int, **overrides):
 
 def build_run(objective: str = "clm", data_paths=None, preset: str | None = None, out_dir="runs/default",
               vocab_size: int = 4096, block_size: int = 128, train_config: TrainConfig | None = None,
-              dtype: str = "float32"):
-    """Everything ``pretrain`` needs, ready to ``fit``: returns the Trainer."""
+              dtype: str = "float32", model_overrides: dict | None = None):
+    """Everything ``pretrain`` needs, ready to ``fit``: returns the Trainer. ``model_overrides``
+    changes fields of the preset's config (``{"n_layer": 2}``)."""
     preset = check_objective(objective, preset)
     train_docs, val_docs, description = load_corpus(data_paths)
     tokenizer = train_tokenizer(train_docs, vocab_size)
@@ -117,7 +118,7 @@ def build_run(objective: str = "clm", data_paths=None, preset: str | None = None
     from minitransformer.backend import manual_seed
 
     manual_seed(train_cfg.seed)
-    model = models.build(model_config(preset, tokenizer, block_size))
+    model = models.build(model_config(preset, tokenizer, block_size, **(model_overrides or {})))
     if dtype != "float32":
         model.astype(dtype)
     info = {"name": f"{preset} pre-trained with {objective}", "objective": objective, "data": description,

@@ -6,7 +6,9 @@ import json
 import sys
 from pathlib import Path
 
-from minitransformer.cli import CLIError, check_device, non_negative_int
+from minitransformer.cli import (
+    CLIError, check_device, config_file, non_negative_int, positive_float, positive_int,
+)
 
 EXAMPLES = """tasks and data:
   classify  BERT, one label per text      {"text": "...", "label": "..."}  (+ optional "text_pair")
@@ -42,16 +44,16 @@ def register(sub) -> None:
     src.add_argument("--builtin", metavar="NAME", help="a built-in task: sentiment, entities or numbers")
     p.add_argument("--eval", metavar="FILE.jsonl", help="evaluation examples (default: held out from --data, "
                    "or the built-in test split)")
-    p.add_argument("--n-train", type=int, default=2000, help="built-in training examples")
-    p.add_argument("--n-eval", type=int, default=300, help="built-in evaluation examples")
-    p.add_argument("--steps", type=int, default=None,
+    p.add_argument("--n-train", type=positive_int, default=2000, help="built-in training examples")
+    p.add_argument("--n-eval", type=positive_int, default=300, help="built-in evaluation examples")
+    p.add_argument("--steps", type=positive_int, default=None,
                    help="optimizer steps (default: 1000 for classify, 300 for tag, 1500 for seq2seq)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=None,
+    p.add_argument("--batch-size", type=positive_int, default=16)
+    p.add_argument("--lr", type=positive_float, default=None,
                    help="peak learning rate (default: 3e-4 for classify, 1e-3 for tag and seq2seq)")
-    p.add_argument("--warmup", type=int, default=None, help="warmup steps (default: 10%% of --steps)")
-    p.add_argument("--max-length", type=int, default=128, help="tokens per input; longer inputs are truncated")
-    p.add_argument("--num-beams", type=int, default=1, help="seq2seq decoding beams (1 = greedy)")
+    p.add_argument("--warmup", type=non_negative_int, default=None, help="warmup steps (default: 10%% of --steps)")
+    p.add_argument("--max-length", type=positive_int, default=128, help="tokens per input; longer inputs are truncated")
+    p.add_argument("--num-beams", type=positive_int, default=1, help="seq2seq decoding beams (1 = greedy)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--from-scratch", action="store_true",
@@ -64,6 +66,7 @@ def register(sub) -> None:
     p.add_argument("--write-builtin", metavar="DIR",
                    help="write the built-in tasks (train/test .jsonl) and a pre-training corpus to DIR, then stop")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    config_file(p)
     p.set_defaults(func=run)
 
 

@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 
 from minitransformer.cli import (
-    CLIError, check_device, non_negative_int, positive_float, positive_int, progress_bar,
+    CLIError, Setting, check_device, config_changes, config_file, non_negative_int, number, positive_float,
+    positive_int, progress_bar,
 )
 
 EXAMPLES = """examples:
@@ -60,7 +61,36 @@ def register(sub) -> None:
     p.add_argument("--dist-timeout", type=float, default=600.0, metavar="SECONDS",
                    help="under mpiexec: how long a rank waits for the others at a collective before "
                         "the job stops, naming the missing rank (default 600)")
+    config_file(p, file_only_settings())
     p.set_defaults(func=run)
+
+
+def file_only_settings() -> tuple:
+    """What only a --config file sets: the optimizer's settings and changes to the model's size."""
+    from minitransformer.train import TrainConfig
+
+    d = TrainConfig()
+    return (Setting("weight_decay", d.weight_decay, number(0.0), "AdamW's decoupled weight decay"),
+            Setting("beta1", d.beta1, number(0.0, 1.0, high_open=True), "AdamW's first-moment decay"),
+            Setting("beta2", d.beta2, number(0.0, 1.0, high_open=True), "AdamW's second-moment decay"),
+            Setting("grad_clip", d.grad_clip, number(0.0), "max global gradient norm (0 = off)"),
+            Setting("model", {}, model_changes, 'changes to the preset\'s config, e.g. {"n_layer": 2, "n_embd": 64}'))
+
+
+TOKENIZER_FIELDS = ("vocab_size", "pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id")
+
+
+def model_changes(changes, args) -> dict:
+    """A config file's ``model`` object: fields of the preset's config, checked before any work."""
+    from minitransformer import models, recipes
+
+    base = models.preset(recipes.check_objective(args.objective, args.preset))
+    changes = config_changes(changes, base, {f: "the tokenizer sets it (vocab_size: --vocab-size)"
+                                             for f in TOKENIZER_FIELDS})
+    for name in ("n_positions", "max_position_embeddings"):
+        if changes.get(name, args.block_size) < args.block_size:
+            raise ValueError(f"{name} ({changes[name]}) must be at least block_size ({args.block_size})")
+    return changes
 
 
 DEFAULT_STEPS = {"clm": 400, "mlm": 400, "span": 400}
@@ -176,6 +206,7 @@ def train_config(args):
         batch_size=args.batch_size, micro_batch_size=args.micro_batch_size,
         lr=args.lr or families.by_objective(args.objective).lr, warmup=args.warmup, schedule=args.schedule,
         eval_every=args.eval_every, save_every=args.save_every, seed=args.seed, device=args.device,
+        weight_decay=args.weight_decay, beta1=args.beta1, beta2=args.beta2, grad_clip=args.grad_clip,
         keep_best=args.keep_best, early_stop=args.early_stop)
     if cfg.early_stop and not cfg.eval_every:
         raise CLIError(f"--early-stop {cfg.early_stop} counts evaluations, but --eval-every 0 evaluates only at "
@@ -193,7 +224,7 @@ def build_trainer(args, comm, preset: str, out: Path, cfg):
 
     def build():
         return recipes.build_run(args.objective, args.data, preset, out, vocab_size=args.vocab_size,
-                                 block_size=args.block_size, train_config=cfg)
+                                 block_size=args.block_size, train_config=cfg, model_overrides=args.model)
 
     trainer = None
     if comm.rank == 0:

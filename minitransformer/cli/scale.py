@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from minitransformer.cli import CLIError, check_device
+from minitransformer.cli import CLIError, check_device, config_file, positive_float, positive_int
 
 EXAMPLES = """examples:
   minitransformer scale --quick                     # 7 GPT widths, 2 layers, 500k tokens each
@@ -39,22 +39,23 @@ def register(sub) -> None:
                    help=f"7 small sizes and {QUICK_TOKENS:,} tokens each (about 10 min on 2 CPU cores)")
     p.add_argument("--sizes", nargs="+", metavar="WxL[xH]",
                    help="model sizes to train (default: the quick or the full ladder)")
-    p.add_argument("--tokens", type=int, default=None,
+    p.add_argument("--tokens", type=positive_int, default=None,
                    help=f"training tokens per size (default {QUICK_TOKENS:,} quick, {FULL_TOKENS:,} full)")
     p.add_argument("--data", nargs="+", metavar="PATH",
                    help=".txt/.jsonl files or folders (default: the built-in corpus)")
-    p.add_argument("--batch-size", type=int, default=16, help="sequences per optimizer step")
-    p.add_argument("--block-size", type=int, default=128, help="tokens per sequence")
-    p.add_argument("--vocab-size", type=int, default=1024,
+    p.add_argument("--batch-size", type=positive_int, default=16, help="sequences per optimizer step")
+    p.add_argument("--block-size", type=positive_int, default=128, help="tokens per sequence")
+    p.add_argument("--vocab-size", type=positive_int, default=1024,
                    help="BPE vocabulary size (small, so that the output layer does not dominate the "
                         "small models and they learn past word frequencies within the budget)")
-    p.add_argument("--lr", type=float, default=None,
+    p.add_argument("--lr", type=positive_float, default=None,
                    help="one peak learning rate for every size (default: 3e-3 x sqrt(128 / width) "
                         "within [1e-3, 6e-3]; a third of that for BERT)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--out", help="sweep folder (default: runs/scale-FAMILY[-quick])")
     p.add_argument("--no-progress", action="store_true", help="no progress bars, one line per run")
+    config_file(p)
     p.set_defaults(func=run)
 
 
@@ -65,10 +66,6 @@ def run(args) -> int:
     for path in args.data or ():
         if not Path(path).exists():
             raise CLIError(f"data path {path} does not exist; give .txt/.jsonl files or folders")
-    for name in ("batch_size", "block_size", "vocab_size"):
-        if getattr(args, name) < 1:
-            flag = "--" + name.replace("_", "-")
-            raise CLIError(f"{flag} must be a positive integer, got {getattr(args, name)}")
     tokens = args.tokens or (QUICK_TOKENS if args.quick else FULL_TOKENS)
     if tokens < args.batch_size * args.block_size:
         raise CLIError(f"--tokens {tokens} is less than one batch ({args.batch_size} x {args.block_size}); "

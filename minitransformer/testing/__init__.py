@@ -13,11 +13,12 @@ Checking gradients:
 Comparing: ``assert_close`` (a bound per element, a message naming the worst one) and
 ``relative_error``. Generating inputs (needs hypothesis): ``shapes``, ``broadcastable_shapes``,
 ``float_arrays``, ``tensors``, ``token_ids``. The strict device (``minitransformer.testing.strict``)
-catches NumPy-on-CuPy mistakes without a GPU. The op-spec registry
-(``minitransformer.testing.op_specs``) checks every op of a suite the same way and fails
-when one has no spec. The pytest plugin (``minitransformer.testing.plugin``, loaded
-automatically once the package is installed) gives the ``gpu`` marker and the fixtures
-``array_module``, ``kernel_mode`` and ``strict_device``.
+catches NumPy-on-CuPy mistakes without a GPU. The op-spec registry (``OpRegistry``, from
+``minitransformer.testing.op_specs``) checks every op of a suite the same way, and its
+``check_complete(public_functions("mypackage"))`` fails naming every op that has no spec.
+The pytest plugin (``minitransformer.testing.plugin``, loaded automatically once the package
+is installed) gives the ``gpu`` marker and the fixtures ``array_module``, ``kernel_mode`` and
+``strict_device``.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from minitransformer.autograd.gradcheck import (
     numerical_vjp,
 )
 from minitransformer.testing.compare import assert_close, relative_error
+from minitransformer.testing.op_specs import MissingSpecError, OpRegistry, OpSpec, public_functions
 
 _STRATEGIES = ("shapes", "broadcastable_shapes", "float_arrays", "tensors", "token_ids")
 
@@ -41,4 +43,5 @@ def __getattr__(name):
 
 
 __all__ = ["check_vjp", "gradcheck", "numerical_jacobian", "numerical_vjp", "GradcheckError",
-           "NondifferentiableError", "GradcheckReport", "assert_close", "relative_error", *_STRATEGIES]
+           "NondifferentiableError", "GradcheckReport", "assert_close", "relative_error", "OpRegistry", "OpSpec",
+           "MissingSpecError", "public_functions", *_STRATEGIES]

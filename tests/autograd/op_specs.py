@@ -1,17 +1,15 @@
-"""The gradient-check registry: one spec per differentiable op.
+"""Our gradient-check registry: one spec per differentiable op of the library.
 
-A spec says how to draw inputs for an op (shapes, including broadcasting ones, and the
-domain where the op is smooth) and which ops it exercises (``covers``). One hypothesis test
-(test_op_harness.py) runs ``mt.gradcheck`` over every spec, and a completeness test fails
-when a public op (a ``Function`` subclass of the library, or a public function of
-``mt.functional`` / ``mt.autograd``) is covered by no spec.
+Built on the public registry (``minitransformer.testing.op_specs``), which a user's suite
+uses the same way. A spec says how to draw inputs for an op (shapes, including broadcasting
+ones, and the domain where the op is smooth) and which ops it exercises (``covers``). One
+hypothesis test (test_op_harness.py) runs ``mt.gradcheck`` over every spec, and a
+completeness test fails when a public op (a ``Function`` subclass of the library, or a
+public function of ``mt.functional`` / ``mt.autograd``) is covered by no spec.
 
 To add an op: write its Function, then add a spec here.
 """
 from __future__ import annotations
-
-from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 from hypothesis import strategies as st
@@ -20,6 +18,7 @@ import minitransformer as mt
 import minitransformer.functional as F
 from minitransformer.autograd import ops
 from minitransformer.testing import broadcastable_shapes, float_arrays, shapes
+from minitransformer.testing.op_specs import OpRegistry, public_functions
 
 
 # Tolerances from the finite-difference error, not a blanket 1e-3. Central differences with
@@ -30,36 +29,12 @@ from minitransformer.testing import broadcastable_shapes, float_arrays, shapes
 FD_ATOL = 1e-7
 FD_RTOL = 1e-6
 
-
-@dataclass
-class OpSpec:
-    name: str
-    draw: Callable          # (draw) -> (fn, list of input arrays, list of constant args)
-    covers: tuple = ()      # Function classes and public function names exercised
-    atol: float = FD_ATOL
-    rtol: float = FD_RTOL
-    fast_mode: bool = False
-    examples: int = 15
-    extra: dict = field(default_factory=dict)
-
-
-SPECS: list[OpSpec] = []
+SPECS = OpRegistry(atol=FD_ATOL, rtol=FD_RTOL, examples=15)
+spec = SPECS.spec
 
 # Constants an op's inputs are combined with (masks, targets, index arrays) must live on the
-# same device as the inputs; the strict-backend run swaps this converter.
-_DEVICE = {"put": lambda a: a}
-
-
-def dev(a):
-    """A constant array, placed on the device the harness is testing."""
-    return _DEVICE["put"](a)
-
-
-def spec(name, covers, **kw):
-    def deco(draw_fn):
-        SPECS.append(OpSpec(name=name, draw=draw_fn, covers=tuple(covers), **kw))
-        return draw_fn
-    return deco
+# same device as the inputs; the strict-backend run places them with SPECS.placing(to_strict).
+dev = SPECS.constant
 
 
 def _pair(draw, **domain):
@@ -420,46 +395,18 @@ def _(draw):
 
 OPTIONAL_MODULES = ("cupy", "cupyx", "mpi4py", "matplotlib")
 
-
-def _import_library():
-    """Import every module of the package, so every Function it defines is registered."""
-    import importlib
-    import pkgutil
-
-    for info in pkgutil.walk_packages(mt.__path__, prefix="minitransformer."):
-        if info.name.endswith("__main__"):
-            continue
-        try:
-            importlib.import_module(info.name)
-        except ImportError as e:
-            if not (e.name or "").startswith(OPTIONAL_MODULES):
-                raise
-    importlib.import_module("minitransformer.kernels")
-
-
-def _library_functions():
-    """Every Function subclass defined in the library (built-in ops)."""
-    _import_library()
-    seen, todo = set(), list(mt.Function.__subclasses__())
-    while todo:
-        cls = todo.pop()
-        if cls in seen:
-            continue
-        seen.add(cls)
-        todo.extend(cls.__subclasses__())
-    return {c for c in seen if c.__module__.startswith("minitransformer")}
-
-
 PUBLIC_FUNCTION_NAMES = set(F.__all__) | {
     "add", "sub", "mul", "div", "matmul", "exp", "log", "sqrt", "tanh", "sigmoid", "relu", "gelu",
     "where", "maximum", "concatenate", "stack", "split", "squeeze", "unsqueeze",
 }
 
 
+def public_ops(extra_ops=()):
+    """Every public op: the library's Function classes (the kernels' too) and function names."""
+    functions = public_functions("minitransformer", also=["minitransformer.kernels"], optional=OPTIONAL_MODULES)
+    return functions | PUBLIC_FUNCTION_NAMES | set(extra_ops)
+
+
 def missing_specs(extra_ops=()):
     """Public ops (Function classes and function names) that no spec covers."""
-    covered = set()
-    for s in SPECS:
-        covered.update(s.covers)
-    public = _library_functions() | set(extra_ops) | PUBLIC_FUNCTION_NAMES
-    return sorted((getattr(op, "__qualname__", op) for op in public if op not in covered), key=str)
+    return SPECS.missing(public_ops(extra_ops))

@@ -1,32 +1,19 @@
 """One harness gradient-checks every registered op; a public op without a spec fails."""
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 import minitransformer as mt
-from tests.autograd.op_specs import SPECS, missing_specs
+from tests.autograd.op_specs import SPECS, missing_specs, public_ops
 
 
-def _run_spec(spec, data, kernel_mode="reference"):
-    fn, arrays = spec.draw(data.draw)
-    inputs = [mt.tensor(a, requires_grad=True) for a in arrays]
-    with mt.kernels.using(kernel_mode):
-        assert mt.gradcheck(fn, inputs, atol=spec.atol, rtol=spec.rtol, fast_mode=spec.fast_mode)
-
-
-@pytest.mark.parametrize("spec", SPECS, ids=[s.name for s in SPECS])
+@pytest.mark.parametrize("spec", SPECS, ids=SPECS.names())
 def test_gradcheck(spec):
-    @settings(max_examples=spec.examples)
-    @given(st.data())
-    def check(data):
-        _run_spec(spec, data)
-
-    check()
+    with mt.kernels.using("reference"):
+        SPECS.property_test(spec)()
 
 
 def test_every_public_op_has_a_spec():
-    assert missing_specs() == []
+    SPECS.check_complete(public_ops())
 
 
 def test_an_op_without_a_spec_is_caught():
@@ -60,16 +47,12 @@ def test_gradcheck_catches_a_wrong_backward():
             mt.gradcheck(lambda a: WrongSquare.apply(a), (x,), fast_mode=fast)
 
 
-KERNEL_SPECS = [s for s in SPECS if s.name in ("softmax", "cross_entropy", "scaled_dot_product_attention",
-                                                "gelu", "layer_norm", "rms_norm", "embedding")]
+KERNEL_SPECS = [SPECS[name] for name in ("softmax", "cross_entropy", "scaled_dot_product_attention",
+                                         "gelu", "layer_norm", "rms_norm", "embedding")]
 
 
 @pytest.mark.parametrize("spec", KERNEL_SPECS, ids=[s.name for s in KERNEL_SPECS])
 def test_gradcheck_through_kernels(spec):
     """The same specs with the fast kernels dispatched (where this device has them)."""
-    @settings(max_examples=spec.examples)
-    @given(st.data())
-    def check(data):
-        _run_spec(spec, data, kernel_mode="auto")
-
-    check()
+    with mt.kernels.using("auto"):
+        SPECS.property_test(spec)()

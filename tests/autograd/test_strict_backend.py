@@ -11,19 +11,14 @@ from hypothesis import strategies as st
 import minitransformer as mt
 import minitransformer.functional as F
 from minitransformer.testing import assert_close
-from tests.autograd import op_specs
 from tests.autograd.op_specs import SPECS
 from minitransformer.testing.strict import StrictArray, StrictConversionError, strict, to_strict
 
 
 @pytest.fixture
 def strict_device():
-    old = op_specs._DEVICE["put"]
-    op_specs._DEVICE["put"] = to_strict
-    try:
+    with SPECS.placing(to_strict):
         yield
-    finally:
-        op_specs._DEVICE["put"] = old
 
 
 def test_the_strict_array_refuses_numpy():
@@ -38,7 +33,7 @@ def test_the_strict_array_refuses_numpy():
 
 
 @pytest.mark.usefixtures("strict_device")
-@pytest.mark.parametrize("spec", SPECS, ids=[s.name for s in SPECS])
+@pytest.mark.parametrize("spec", SPECS, ids=SPECS.names())
 def test_op_on_strict_device(spec):
     @settings(max_examples=4)
     @given(st.data())
