@@ -115,6 +115,18 @@ def test_generation_brings_one_token_row_to_the_host_per_step(use_cache, tempera
     assert out == expected
 
 
+def test_seq2seq_decoding_brings_one_token_row_to_the_host_per_step():
+    mt.manual_seed(0)
+    model = models.build(dataclasses.replace(models.preset("t5-tiny"), num_layers=1, num_decoder_layers=1))
+    inputs = [[5, 6, 7], [8, 9]]
+    expected = generate.seq2seq_greedy(model, inputs, max_new_tokens=4, eos_id=VOCAB - 1)
+    model.to("strict")
+    with strict.count_transfers() as transfers:
+        out = generate.seq2seq_greedy(model, inputs, max_new_tokens=4, eos_id=VOCAB - 1)
+    assert transfers.count == len(out[0]) == 4, transfers.report()
+    assert out == expected
+
+
 # ---------------------------------------------------------------------------------------
 # The CUDA kernels' wrappers: the strict device runs the reference ops, never a CUDA
 # wrapper (kernels.dispatch), so each wrapper's host-side code runs here on strict arrays,
