@@ -102,3 +102,18 @@ def test_checks_nobody_reads_are_read_before_they_pile_up():
         for _ in range(backend._MAX_PENDING + 1):
             backend.check_later((ids > 3).any(), lambda: "bad ids")
     assert transfers.count == 1 and not backend._pending_list()
+
+
+def test_a_tensor_item_brings_back_the_waiting_checks_in_its_own_transfer():
+    import minitransformer as mt
+    import minitransformer.functional as F
+
+    logits = mt.tensor(to_strict(np.zeros((2, 5), np.float32)), device="strict")
+    loss = F.cross_entropy(logits, to_strict(np.array([1, 4])))
+    with count_transfers() as transfers:
+        assert loss.item() == pytest.approx(np.log(5))
+    assert transfers.count == 1, transfers.report()
+    loss = F.cross_entropy(logits, to_strict(np.array([1, 9])))           # 9 is outside [0, 5)
+    with pytest.raises(ValueError, match=r"target ids \[9\] are outside"):
+        loss.item()
+    assert loss.item() == pytest.approx(np.log(5))         # the bad row was left out meanwhile
