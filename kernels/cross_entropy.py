@@ -16,6 +16,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from minitransformer import backend
+
 from ._cpu import FASTMATH, compute_dtype, exp_sub_sum, readonly, row_max, run_parallel
 
 @njit(nogil=True, fastmath=FASTMATH, cache=True)
@@ -75,10 +77,14 @@ def check_targets(logits, targets, ignore_index, name, xp=np):
         raise ValueError(f"{name}: targets shape {targets.shape} must be ({logits.shape[0]},), "
                          "one class index per row of logits")
     bad = (targets != ignore_index) & ((targets < 0) | (targets >= logits.shape[1]))
-    if bool(bad.any()):
-        t = int(targets[int(xp.argmax(bad))])
-        raise ValueError(f"{name}: target {t} is outside [0, {logits.shape[1]}) and is not "
-                         f"ignore_index ({ignore_index}); fix the labels or the vocabulary size")
+
+    def explain():
+        t = int(backend.to_device(targets[xp.argmax(bad)], "cpu"))
+        return (f"{name}: target {t} is outside [0, {logits.shape[1]}) and is not "
+                f"ignore_index ({ignore_index}); fix the labels or the vocabulary size")
+
+    # On a GPU the verdict waits for the step's transfer instead of stalling the device now.
+    backend.check_later(bad.any(), explain)
 
 
 def cross_entropy_forward(logits, targets, ignore_index=-100, label_smoothing=0.0):

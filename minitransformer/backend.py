@@ -10,6 +10,8 @@ arrays, like CuPy's, refuse silent conversion to NumPy.
 """
 from __future__ import annotations
 
+import threading
+
 import numpy
 
 _cupy = None            # the cupy module once imported, False if it is not installed
@@ -103,8 +105,85 @@ def to_device(a, device: str):
 
 
 def to_numpy(a):
-    """A NumPy copy (or view) of array ``a`` from any device."""
-    return to_device(a, "cpu")
+    """A NumPy copy (or view) of array ``a`` from any device.
+
+    A copy from a device also brings back the verdict of the checks waiting there
+    (``check_later``), in the same transfer, and raises the first that failed.
+    """
+    pending = _pending_on(device_of(a)) if device_of(a) != "cpu" else []
+    if not pending:
+        return to_device(a, "cpu")
+    flag = _any_failed(pending).reshape(1).astype(a.dtype)
+    both = to_device(xp(a).concatenate([a.reshape(-1), flag]), "cpu")       # (n,) + (1,) -> (n + 1,)
+    _settle(pending, failed=bool(both[-1]))
+    return both[:-1].reshape(a.shape)
+
+
+# ---------------------------------------------------------------------------------------
+# Checks that wait for the next transfer.
+#
+# Reading a device value on the host (``bool(bad.any())``) waits for the device to finish
+# everything queued before it: a check of the targets in every micro-batch would stall the
+# GPU as often. A check of a device array is computed on the device instead and waits; the
+# next ``to_numpy`` from that device brings its verdict back with the copy it makes anyway
+# (in a training step: the logged loss), and raises if it failed. On the host a check costs
+# nothing and raises at once.
+# ---------------------------------------------------------------------------------------
+
+_MAX_PENDING = 64          # more than this many waiting: read them back (one transfer)
+_local = threading.local()  # each thread's own (data-parallel ranks may be threads)
+
+
+def _pending_list() -> list:
+    if not hasattr(_local, "pending"):
+        _local.pending = []
+    return _local.pending
+
+
+def _pending_on(device: str) -> list:
+    """Take the waiting checks of ``device`` off the list: [(bad, explain), ...]."""
+    pending = _pending_list()
+    mine = [(bad, explain) for bad, explain, dev in pending if dev == device]
+    pending[:] = [entry for entry in pending if entry[2] != device]
+    return mine
+
+
+def _any_failed(checks):
+    """One boolean scalar on the device: did any of ``checks`` fail?"""
+    flag = checks[0][0]
+    for bad, _ in checks[1:]:
+        flag = flag | bad
+    return flag
+
+
+def _settle(checks, failed: bool) -> None:
+    """Raise the first failed check of ``checks`` (whose combined verdict was ``failed``)."""
+    if not failed:
+        return
+    for bad, explain in checks:
+        if bool(to_device(bad, "cpu")):       # the error path: one read per check is fine
+            raise ValueError(explain())
+
+
+def check_later(bad, explain) -> None:
+    """Raise ``ValueError(explain())`` if the boolean scalar ``bad`` is True.
+
+    On the host, now. On a device, at the next ``to_numpy`` from it, which reads ``bad``
+    back with its copy; the caller should make the array it works on harmless where the
+    check failed (e.g. ids replaced by a valid one), since the work goes on until then.
+    ``explain`` runs only on failure and may read device arrays.
+    """
+    device = device_of(bad)
+    if device == "cpu":
+        if bool(bad):
+            raise ValueError(explain())
+        return
+    pending = _pending_list()
+    pending.append((bad, explain, device))
+    if len(pending) > _MAX_PENDING:        # nobody has read from the device for a while
+        for dev in sorted({entry[2] for entry in pending}):
+            checks = _pending_on(dev)
+            _settle(checks, failed=bool(to_device(_any_failed(checks), "cpu")))
 
 
 # ---------------------------------------------------------------------------------------

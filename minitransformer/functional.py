@@ -164,7 +164,8 @@ class CrossEntropy(Function):
         else:
             losses, lse = _cross_entropy_reference(logits, targets, ignore_index, label_smoothing)
         valid = targets != ignore_index
-        count = int(valid.sum())
+        # The divisor of "mean" stays on the device: reading it (int(...)) would wait for it.
+        count = xp.maximum(valid.sum(), 1).astype(logits.dtype)         # () at least 1
         ctx.save(logits=logits, targets=targets, lse=lse, valid=valid, count=count,
                  ignore_index=ignore_index, label_smoothing=label_smoothing,
                  reduction=reduction, kernel=bool(fwd))
@@ -172,7 +173,7 @@ class CrossEntropy(Function):
             return losses
         total = losses.sum()
         if reduction == "mean":
-            total = total / max(count, 1)
+            total = total / count
         return xp.asarray(total, dtype=logits.dtype)
 
     @staticmethod
@@ -181,12 +182,31 @@ class CrossEntropy(Function):
         if ctx.reduction == "none":
             row_grad = g * valid
         else:
-            scale = g / max(ctx.count, 1) if ctx.reduction == "mean" else g
+            scale = g / ctx.count if ctx.reduction == "mean" else g
             row_grad = valid * scale
         bwd = kernels.get("cross_entropy_backward", ctx.logits) if ctx.kernel else None
         impl = bwd or _cross_entropy_backward_reference
         d = impl(ctx.logits, ctx.targets, ctx.lse, row_grad, ctx.ignore_index, ctx.label_smoothing)
         return d, None
+
+
+def _checked_ids(ids, bad, replacement: int, message):
+    """``ids`` after checking that no entry is ``bad`` (a boolean array of its shape).
+
+    On the host a bad id raises ``ValueError(message(first five bad ids))`` at once. On a
+    device the check waits for the next transfer (``backend.check_later``: reading it now
+    would stall the device) and the bad ids become ``replacement``, so nothing indexes out
+    of bounds before the error surfaces.
+    """
+    xp = xp_of(ids)
+
+    def explain():
+        return message(backend.to_device(ids[bad], "cpu")[:5].tolist())
+
+    if not ids.size:
+        return ids
+    backend.check_later(bad.any(), explain)
+    return ids if xp is numpy else xp.where(bad, replacement, ids)
 
 
 def cross_entropy(logits, targets, ignore_index: int = -100, label_smoothing: float = 0.0,
@@ -210,11 +230,8 @@ def cross_entropy(logits, targets, ignore_index: int = -100, label_smoothing: fl
         raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
     v = logits.shape[-1]
     t = t.reshape(-1).astype("int64", copy=False)
-    valid = t != ignore_index
-    if bool(((t < 0) | (t >= v))[valid].any()) if t.size else False:
-        bad = backend.to_numpy(t[valid & ((t < 0) | (t >= v))])[:5].tolist()
-        raise ValueError(f"cross_entropy: target ids {bad} are outside [0, {v}) and are not "
-                         f"ignore_index ({ignore_index})")
+    t = _checked_ids(t, (t != ignore_index) & ((t < 0) | (t >= v)), ignore_index, lambda bad: (
+        f"cross_entropy: target ids {bad} are outside [0, {v}) and are not ignore_index ({ignore_index})"))
     flat = logits.reshape(-1, v)
     out = CrossEntropy.apply(flat, t, ignore_index=ignore_index,
                              label_smoothing=label_smoothing, reduction=reduction)
@@ -387,9 +404,8 @@ def embedding(ids, weight):
     if ids.dtype.kind not in "iu":
         raise TypeError(f"embedding: ids must be integers, got dtype {ids.dtype}")
     v = weight.shape[0]
-    if ids.size and (bool((ids < 0).any()) or bool((ids >= v).any())):
-        raise ValueError(f"embedding: ids must be in [0, {v}) for a table of {v} rows; got "
-                         f"min {int(ids.min())}, max {int(ids.max())}")
+    ids = _checked_ids(ids, (ids < 0) | (ids >= v), 0, lambda bad: (
+        f"embedding: ids must be in [0, {v}) for a table of {v} rows; got {bad}"))
     return Embedding.apply(weight, ids)
 
 

@@ -26,28 +26,35 @@ def _host_logits(logits) -> numpy.ndarray:
 
 
 def sample_next(logits, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, rng=None):
-    """Next-token ids (B,) from logits (B, V); temperature 0 is greedy."""
-    z = _host_logits(logits)
+    """Next-token ids (B,) on the host, from logits (B, V) on any device; temperature 0 is greedy.
+
+    The choice is made where the logits are, and only the B chosen ids come to the host:
+    one transfer per step, of B numbers instead of B x V. The random draw (one uniform
+    number per row, from ``rng``) is made on the host and sent, so a seed gives the same
+    tokens on every device.
+    """
+    z = logits.data if isinstance(logits, Tensor) else logits
+    xp = backend.xp(z)
+    z = z.astype("float64")
     if temperature <= 0.0:
-        return z.argmax(axis=-1)
+        return backend.to_numpy(z.argmax(axis=-1))
     rng = rng or numpy.random.default_rng()
     z = z / temperature
     if top_k and top_k < z.shape[-1]:
-        kth = numpy.partition(z, -top_k, axis=-1)[:, -top_k][:, None]
-        z = numpy.where(z < kth, -numpy.inf, z)
-    p = numpy.exp(z - z.max(axis=-1, keepdims=True))
+        kth = xp.partition(z, -top_k, axis=-1)[:, -top_k][:, None]
+        z = xp.where(z < kth, -xp.inf, z)
+    p = xp.exp(z - z.max(axis=-1, keepdims=True))
     p /= p.sum(axis=-1, keepdims=True)
     if top_p < 1.0:
-        order = numpy.argsort(-p, axis=-1)
-        sorted_p = numpy.take_along_axis(p, order, axis=-1)
+        order = xp.argsort(-p, axis=-1)
+        sorted_p = xp.take_along_axis(p, order, axis=-1)
         # keep a token if the mass before it is still below top_p (so the first always stays)
-        keep_sorted = (numpy.cumsum(sorted_p, axis=-1) - sorted_p) < top_p
-        keep = numpy.zeros_like(keep_sorted)
-        numpy.put_along_axis(keep, order, keep_sorted, axis=-1)
-        p = numpy.where(keep, p, 0.0)
+        keep_sorted = (xp.cumsum(sorted_p, axis=-1) - sorted_p) < top_p
+        keep = xp.take_along_axis(keep_sorted, xp.argsort(order, axis=-1), axis=-1)   # back to vocabulary order
+        p = xp.where(keep, p, 0.0)
         p /= p.sum(axis=-1, keepdims=True)
-    u = rng.random((p.shape[0], 1))
-    return (numpy.cumsum(p, axis=-1) < u).sum(axis=-1).clip(0, p.shape[-1] - 1)
+    u = xp.asarray(rng.random((p.shape[0], 1)))                  # (B, 1), drawn on the host
+    return backend.to_numpy((xp.cumsum(p, axis=-1) < u).sum(axis=-1).clip(0, p.shape[-1] - 1))
 
 
 def left_pad(prompts, pad_id: int):
@@ -76,7 +83,6 @@ def generate(model, prompts, max_new_tokens: int = 50, temperature: float = 0.0,
         raise ValueError(f"generate continues text with a GPT model; this is a {model.config.family} model "
                          "(use fill_mask for BERT, fill_spans or seq2seq for T5)")
     rng = numpy.random.default_rng(seed)
-    xp = backend.module_for_device(model.device)
     ids, mask = left_pad([list(p) for p in prompts], pad_id)
     limit = model.config.n_positions
     if ids.shape[1] + max_new_tokens > limit:
@@ -91,12 +97,14 @@ def generate(model, prompts, max_new_tokens: int = 50, temperature: float = 0.0,
         step_ids, step_mask, step_pos = ids, mask, positions
         all_ids, all_mask = ids, mask
         for _ in range(max_new_tokens):
+            # The inputs go in as host arrays: the model checks them there for free and moves
+            # them; the only transfer back is the sampled ids.
             if use_cache:
-                logits, cache = model(xp.asarray(step_ids), attention_mask=xp.asarray(step_mask),
-                                      position_ids=xp.asarray(step_pos), past_key_values=cache, use_cache=True)
+                logits, cache = model(step_ids, attention_mask=step_mask, position_ids=step_pos,
+                                      past_key_values=cache, use_cache=True)
             else:
-                logits = model(xp.asarray(all_ids), attention_mask=xp.asarray(all_mask),
-                               position_ids=xp.asarray(numpy.clip(all_mask.cumsum(axis=1) - 1, 0, None)))
+                logits = model(all_ids, attention_mask=all_mask,
+                               position_ids=numpy.clip(all_mask.cumsum(axis=1) - 1, 0, None))
             nxt = sample_next(logits[:, -1], temperature, top_k, top_p, rng)
             for i, tok in enumerate(nxt):
                 if not done[i]:

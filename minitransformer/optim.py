@@ -202,20 +202,30 @@ class SGD(Optimizer):
         self._load_slots(state, ("u",))
 
 
-def clip_grad_norm(params, max_norm: float) -> float:
+def clip_grad_norm(params, max_norm: float):
     """Scale all gradients together so their global L2 norm is at most ``max_norm``.
 
-    Returns the norm before clipping (useful to log; inf or nan means the step is bad).
+    norm = sqrt(sum over every gradient g of sum(g^2)), accumulated in float64;
+    every g <- g * c with c = max_norm / (norm + 1e-6) when norm > max_norm (and is finite),
+    else c = 1.
+
+    Returns the norm before clipping as a 0-d array on the gradients' device (float() it to
+    log it; inf or nan means the step is bad). Nothing is read back to the host: the sums,
+    the norm and the factor c stay on the device, so clipping a model costs no wait for it.
     """
     grads = [p.grad for _, p in _named(params) if p.grad is not None]
     if not grads:
-        return 0.0
-    total = math.sqrt(sum(float((g.astype("float64") ** 2).sum()) for g in grads))
-    if max_norm and total > max_norm and math.isfinite(total):
-        scale = max_norm / (total + 1e-6)
+        return numpy.zeros((), numpy.float64)
+    xp = backend.xp(grads[0])
+    norm = xp.sqrt(xp.stack([(g.astype("float64") ** 2).sum() for g in grads]).sum())    # ()
+    if max_norm:
+        clip = xp.isfinite(norm) & (norm > max_norm)
+        if xp is numpy and not clip:
+            return norm                      # on the host the answer is free: skip the pass
+        factor = xp.where(clip, max_norm / (norm + 1e-6), 1.0)
         for g in grads:
-            g *= scale
-    return total
+            g *= factor.astype(g.dtype)      # in g's precision, as a Python float would be
+    return norm
 
 
 # ---------------------------------------------------------------------------------------

@@ -229,17 +229,21 @@ class Trainer:
         local_count = count_targets(batch, self.model)
         count = self.comm.sum_int(local_count)
         micro = cfg.micro_batch_size or (hi - lo)
-        loss_sum = 0.0
+        losses = []                           # each micro-batch's summed loss, kept on the device
         self.model.train()
         for start in range(0, hi - lo, micro):
-            part = to_device(_rows(batch, start, start + micro), cfg.device)
+            part = _rows(batch, start, start + micro)     # on the host: the model moves what it needs
             if count_targets(part, self.model) == 0:
                 continue
             loss = self.model.loss(part, reduction="sum")
-            loss_sum += float(loss.item())
+            losses.append(loss.data.astype("float64"))
             (loss * (1.0 / max(count, 1))).backward()
         self.comm.allreduce_gradients(self.model)
-        loss_sum = self.comm.sum_float(loss_sum)
+        grad_norm = optim.clip_grad_norm(self.model, cfg.grad_clip)
+        # The step's one transfer to the host: the loss and the gradient norm together (and the
+        # verdicts of the checks of the batch made on the device, which raise here if one failed).
+        local_loss, grad_norm = self._to_host(losses, grad_norm)
+        loss_sum = self.comm.sum_float(local_loss)
         mean_loss = loss_sum / max(count, 1)
         if not math.isfinite(mean_loss):
             self.optimizer.zero_grad()
@@ -248,7 +252,6 @@ class Trainer:
                                 "learning rate or check the data)")
         lr = self.schedule(self.step)
         self.optimizer.lr = lr
-        grad_norm = optim.clip_grad_norm(self.model, cfg.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad()
         self.step += 1
@@ -256,6 +259,15 @@ class Trainer:
         self.tokens_seen += tokens
         return {"step": self.step, "loss": mean_loss, "lr": lr, "grad_norm": grad_norm,
                 "tokens": tokens, "targets": count}
+
+    @staticmethod
+    def _to_host(losses: list, grad_norm) -> tuple[float, float]:
+        """(sum of the micro-batch losses, the gradient norm) as floats, in one transfer."""
+        if not losses:
+            return 0.0, float(backend.to_numpy(grad_norm))
+        xp = backend.xp(losses[0])
+        both = backend.to_numpy(xp.stack([xp.stack(losses).sum(), xp.asarray(grad_norm, dtype="float64")]))
+        return float(both[0]), float(both[1])
 
     # ---------------------------------------------------------------- the run
     def fit(self, progress=None, until: int | None = None, stop=None) -> dict:

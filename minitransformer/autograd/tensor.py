@@ -107,11 +107,12 @@ class Tensor:
         return backend.to_numpy(self.data)
 
     def item(self):
-        """The value of a one-element tensor as a Python number."""
+        """The value of a one-element tensor as a Python number (through ``backend.to_numpy``, so
+        the checks waiting on its device come back in the same transfer: ``backend.check_later``)."""
         if self.data.size != 1:
             raise ValueError(f"item(): tensor has {self.data.size} elements (shape {self.shape}); "
                              "only one-element tensors convert to a Python number")
-        return self.data.reshape(()).item()
+        return backend.to_numpy(self.data).reshape(()).item()
 
     def tolist(self):
         return self.numpy().tolist()

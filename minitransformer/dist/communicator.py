@@ -289,8 +289,10 @@ class Communicator:
         if self._nccl is None:
             if not nccl.available():
                 if self.gpu_backend == "nccl":
-                    raise RuntimeError("gpu_backend='nccl' but CuPy was built without NCCL; install "
-                                       "cupy-cuda12x with NCCL, or use gpu_backend='mpi'")
+                    raise RuntimeError("gpu_backend='nccl' but CuPy finds no NCCL; install it with "
+                                       "pip install -e \".[nccl]\", or use gpu_backend='mpi'")
+                if self.size > 1:
+                    nccl.warn_host_fallback()
                 self.gpu_backend = "mpi"
                 return False
             self._nccl = nccl.Nccl(self)

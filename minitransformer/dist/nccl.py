@@ -7,18 +7,46 @@ deadline like any other collective.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy
 
 NCCL_SETUP = "the NCCL set-up"
 
 
+class HostFallbackWarning(RuntimeWarning):
+    """A multi-GPU run sends its gradients through host memory: NCCL is missing."""
+
+
 def available() -> bool:
-    """True when CuPy was built with NCCL."""
+    """True when CuPy finds NCCL (``cupy.cuda.nccl`` imports and says it is available)."""
     try:
         from cupy.cuda import nccl
     except ImportError:
         return False
     return bool(getattr(nccl, "available", True))
+
+
+_warned = False
+
+
+def warn_host_fallback() -> None:
+    """Say once per process that GPU gradients will travel through host memory.
+
+    Without NCCL every all-reduce copies each gradient bucket from the GPU to the host, sums
+    it over MPI, and copies it back: correct, but the copies wait for the GPU, and the sums
+    run at network and PCIe speed instead of GPU to GPU.
+    """
+    global _warned
+    if _warned:
+        return
+    _warned = True
+    warnings.warn(
+        "data parallelism on GPUs without NCCL: CuPy finds no NCCL library, so gradients travel "
+        "through host memory (GPU -> host -> MPI -> host -> GPU) at every step, which is slow; "
+        "install it with pip install -e \".[nccl]\" (the nvidia-nccl-cu12 wheel), or pass "
+        "gpu_backend='mpi' to choose the host path and silence this",
+        HostFallbackWarning, stacklevel=3)
 
 
 class Nccl:

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from minitransformer import backend
 from minitransformer import functional as F
-from minitransformer.autograd.ops import tanh
+from minitransformer.autograd.ops import as_array, tanh
 from minitransformer.models.configs import BERTConfig
 from minitransformer.models.inputs import as_ids, as_mask, get_field, positions
 from minitransformer.nn import (
@@ -143,8 +143,11 @@ class BERT(Module):
         h = self.bert(ids, batch.get("attention_mask"), batch.get("token_type_ids"),
                       batch.get("position_ids"))
         b, t, c = h.shape
-        labels = as_ids(labels, "labels", self.device, shape=(b, t)).reshape(-1)
+        # The targets' positions are found where the labels are: on the host for a batch
+        # built there, since finding them on a device waits for it (the count sizes the result).
+        labels = as_ids(labels, "labels", backend.device_of(as_array(labels)), shape=(b, t)).reshape(-1)
         picked = backend.xp(labels).nonzero(labels != -100)[0]     # flat indices of targets
+        labels, picked = backend.to_device(labels, self.device), backend.to_device(picked, self.device)
         logits = self.mlm(h.reshape(b * t, c)[picked], self.bert.embeddings.word_embeddings.weight)
         return F.cross_entropy(logits, labels[picked], reduction=reduction)
 

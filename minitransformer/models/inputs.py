@@ -30,7 +30,9 @@ def as_ids(ids, name: str, device: str, shape=None, ndim: int = 2):
 
 
 def as_mask(mask, name: str, device: str, shape):
-    """A (B, T) 0/1 or bool mask as a bool array on ``device`` (None stays None)."""
+    """A (B, T) 0/1 or bool mask as a bool array on ``device``; None for no mask, or for a
+    mask on the host that is all ones (nothing to mask: found out here for free, where on
+    a device it would wait for the device)."""
     if mask is None:
         return None
     m = as_array(mask)
@@ -39,7 +41,10 @@ def as_mask(mask, name: str, device: str, shape):
     if tuple(m.shape) != tuple(shape):
         raise ValueError(f"{name} shape {tuple(m.shape)} must match the ids' {tuple(shape)} "
                          "(1 at real tokens, 0 at padding)")
-    return backend.to_device(m.astype(bool), device)
+    m = m.astype(bool)
+    if backend.device_of(m) == "cpu" and m.all():
+        return None
+    return backend.to_device(m, device)
 
 
 def positions(position_ids, batch: int, length: int, offset: int, limit: int, device: str):
@@ -55,13 +60,21 @@ def positions(position_ids, batch: int, length: int, offset: int, limit: int, de
                              f"{limit} (max positions); truncate the input or use a config "
                              "with more positions")
         return xp.arange(offset, offset + length)[None, :]         # (1, T): broadcasts over B
-    p = as_ids(position_ids, "position_ids", device)
+    p = as_ids(position_ids, "position_ids", backend.device_of(as_array(position_ids)))   # where it is
     if p.shape[1] != length or p.shape[0] not in (1, batch):
         raise ValueError(f"position_ids shape {tuple(p.shape)} must be ({batch}, {length}) or (1, {length})")
-    if p.size and (int(p.min()) < 0 or int(p.max()) >= limit):
-        raise ValueError(f"position_ids must lie in [0, {limit}), got min {int(p.min())}, "
-                         f"max {int(p.max())}")
-    return p
+    if p.size:
+        # Checked where the ids are: at once on the host; on a device, with the next
+        # transfer (a read now would wait for the device), out-of-range ids made 0 until then.
+        bad = (p < 0) | (p >= limit)
+
+        def explain():
+            lo, hi = (int(backend.to_device(v, "cpu")) for v in (p.min(), p.max()))
+            return f"position_ids must lie in [0, {limit}), got min {lo}, max {hi}"
+        backend.check_later(bad.any(), explain)
+        if backend.device_of(p) != "cpu":
+            p = backend.xp(p).where(bad, 0, p)
+    return backend.to_device(p, device)
 
 
 def get_field(batch: dict, key: str, family: str):

@@ -43,7 +43,9 @@ from minitransformer.nn.module import Module
 def key_padding_mask(attention_mask, xp=None):
     """(B, Tk) 0/1 or bool attention mask -> (B, 1, 1, Tk) bool, True at real tokens.
 
-    Returns None when there is no mask or every token is real, so attention skips masking.
+    Returns None when there is no mask or, for a mask on the host, every token is real, so
+    attention skips masking. A mask on a device is kept as it is: finding out whether it is
+    all ones would wait for the device, and an all-True mask masks nothing.
     """
     if attention_mask is None:
         return None
@@ -56,7 +58,7 @@ def key_padding_mask(attention_mask, xp=None):
         raise ValueError(f"attention mask must have shape (batch, length) with 1 at real tokens "
                          f"and 0 at padding, got shape {tuple(m.shape)}")
     m = m.astype(bool) if m.dtype != bool else m
-    if bool(m.all()):
+    if backend.device_of(m) == "cpu" and m.all():
         return None
     return m[:, None, None, :]                                      # (B, Tk) -> (B, 1, 1, Tk)
 

@@ -70,9 +70,10 @@ class Embedding(Module):
         out = F.embedding(ids, self.weight)                         # (...) -> (..., C)
         if self.padding_idx is not None and out.requires_grad:
             # Same values, but rows looked up by the pad id come from a detached copy, so
-            # their gradient never reaches the table.
+            # their gradient never reaches the table. (Asking first whether any id is the pad
+            # id would save the where on the host and stall a device: ask only on the host.)
             is_pad = (as_array(ids) == self.padding_idx)[..., None]
-            if bool(is_pad.any()):
+            if backend.device_of(is_pad) != "cpu" or is_pad.any():
                 out = where(is_pad, out.detach(), out)
         return out
 

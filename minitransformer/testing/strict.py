@@ -14,10 +14,32 @@ wrapping array results, so code that asks ``backend.xp(a)`` for its array module
 Importing this module registers the device under the name ``"strict"``: ``model.to("strict")``,
 ``mt.tensor(x, device="strict")`` and ``to_strict(array)`` put things on it. The pytest
 plugin's ``strict_device`` fixture does that import for a test.
+
+It also counts what a GPU makes expensive: every device-to-host transfer. On CuPy each of
+them waits for the device to finish all queued work (a synchronisation), so a training step
+that makes one per micro-batch, or one per parameter, leaves the GPU idle between them. The
+strict device counts, as CuPy would transfer:
+
+- conversions to Python: ``bool(a)``, ``int(a)``, ``float(a)``, ``operator.index(a)``,
+  ``a.item()``, ``a.tolist()``, ``a.get()``, printing (``repr``, ``str``, ``format``);
+- copies to the host through the module (``backend.to_numpy``);
+- iterating over an array (each element comes out as a device array, which the loop almost
+  always converts: counted once, where the loop starts);
+- results whose size depends on the data, which CuPy must read back to allocate:
+  ``a[boolean_mask]`` (and ``a[boolean_mask] = v``, where CuPy counts the mask), ``nonzero``,
+  ``argwhere``, ``flatnonzero``, ``unique``, ``compress``, ``extract`` and one-argument
+  ``where``.
+
+``with count_transfers() as transfers: ...`` counts the transfers made in the block
+(``transfers.count``; ``transfers.sites`` says where each came from). ``np.asarray(a)`` is
+still refused, not counted, as CuPy refuses it.
 """
 from __future__ import annotations
 
+import contextlib
 import operator
+import threading
+import traceback
 
 import numpy as np
 
@@ -26,6 +48,65 @@ from minitransformer import backend
 
 class StrictConversionError(TypeError):
     pass
+
+
+# ---------------------------------------------------------------------------------------
+# Counting transfers to the host
+# ---------------------------------------------------------------------------------------
+
+class TransferCount:
+    """The device-to-host transfers made inside one ``count_transfers()`` block."""
+
+    def __init__(self):
+        self.count = 0
+        self.sites = []        # (what, "file:line in function") of each transfer
+
+    def report(self) -> str:
+        """One line per transfer: what it was and the library line that made it."""
+        return "\n".join(f"  {what} at {where}" for what, where in self.sites) or "  (none)"
+
+
+_counting = threading.local()     # the open blocks of this thread (data-parallel ranks are threads)
+
+
+def _active():
+    if not hasattr(_counting, "blocks"):
+        _counting.blocks = []
+    return _counting.blocks
+
+
+def _where() -> str:
+    """The two innermost frames outside this module and ``backend`` (which only moves what
+    it is asked to): the line that asked for the transfer and its caller."""
+    frames = [f for f in reversed(traceback.extract_stack()[:-2])
+              if f.filename not in (__file__, backend.__file__)][:2]
+    return " <- ".join(f"{f.filename}:{f.lineno} in {f.name}" for f in frames) or "?"
+
+
+def _transfer(what: str) -> None:
+    """Record one device-to-host transfer in every open ``count_transfers`` block."""
+    blocks = _active()
+    if blocks:
+        site = (what, _where())
+        for block in blocks:
+            block.count += 1
+            block.sites.append(site)
+
+
+@contextlib.contextmanager
+def count_transfers():
+    """Count the device-to-host transfers the block makes on the strict device (this thread).
+
+        with count_transfers() as transfers:
+            trainer.train_step()
+        assert transfers.count == 1, transfers.report()
+    """
+    block = TransferCount()
+    _active().append(block)
+    try:
+        yield block
+    finally:
+        _active().remove(block)
 
 
 def _unwrap(x):
@@ -105,34 +186,76 @@ class StrictArray:
         return _wrap(attr)
 
     def __getitem__(self, index):
-        return _wrap(self._a[_unwrap(index)])
+        index = _unwrap(index)
+        if _has_boolean_index(index):
+            _transfer("boolean-mask indexing (the result's size)")
+        return _wrap(self._a[index])
 
     def __setitem__(self, index, value):
-        self._a[_unwrap(index)] = _operand(value, "assignment")
+        index = _unwrap(index)
+        if _has_boolean_index(index):
+            _transfer("boolean-mask assignment (CuPy counts the mask)")
+        self._a[index] = _operand(value, "assignment")
 
     def __len__(self):
         return len(self._a)
 
     def __iter__(self):
+        _transfer("iteration")
         return (_wrap(x) for x in self._a)
 
     def __bool__(self):
+        _transfer("bool()")
         return bool(self._a)
 
     def __int__(self):
+        _transfer("int()")
         return int(self._a)
 
     def __float__(self):
+        _transfer("float()")
         return float(self._a)
 
     def __index__(self):
+        _transfer("__index__")
         return operator.index(self._a)
 
+    def item(self, *args):
+        _transfer(".item()")
+        return self._a.item(*args)
+
+    def tolist(self):
+        _transfer(".tolist()")
+        return self._a.tolist()
+
+    def get(self):
+        """A NumPy copy on the host, as ``cupy.ndarray.get``."""
+        _transfer(".get()")
+        return self._a.copy()
+
+    def nonzero(self):
+        _transfer("nonzero (the result's size)")
+        return _wrap(self._a.nonzero())
+
     def __repr__(self):
+        _transfer("repr()")
         return f"StrictArray({self._a!r})"
+
+    def __str__(self):
+        _transfer("str()")
+        return str(self._a)
+
+    def __format__(self, spec):
+        _transfer("format()")
+        return format(self._a, spec)
 
     def __hash__(self):
         return id(self)
+
+
+def _has_boolean_index(index) -> bool:
+    parts = index if isinstance(index, tuple) else (index,)
+    return any(isinstance(p, np.ndarray) and p.dtype == np.bool_ for p in parts)
 
 
 def _binary(name):
@@ -197,11 +320,32 @@ class _Namespace:
         return lambda *a, **k: _wrap(attr(*_unwrap(a), **_unwrap(k)))
 
 
+# Functions whose result's size depends on the values: CuPy reads the size back first.
+_DATA_DEPENDENT = ("nonzero", "argwhere", "flatnonzero", "unique", "compress", "extract")
+
+
 class StrictModule(_Namespace):
     def __init__(self):
         super().__init__(np)
         self.random = _Namespace(np.random)
         self.linalg = _Namespace(np.linalg)
+
+    def __getattr__(self, name):
+        fn = super().__getattr__(name)
+        if name not in _DATA_DEPENDENT:
+            return fn
+
+        def counted(*args, **kwargs):
+            _transfer(f"{name} (the result's size)")
+            return fn(*args, **kwargs)
+
+        return counted
+
+    @staticmethod
+    def where(condition, *values):
+        if not values:
+            _transfer("one-argument where (the result's size)")
+        return _wrap(np.where(*_unwrap((condition, *values))))
 
     @staticmethod
     def erf(a):
@@ -215,6 +359,7 @@ class StrictModule(_Namespace):
 
     @staticmethod
     def to_numpy(a):
+        _transfer("copy to the host")
         return a._a.copy()
 
     @staticmethod
