@@ -180,7 +180,8 @@ class Tensor:
 
         order = _topological_order(self)
         grads = {id(self): grad}
-        for t in reversed(order):  # outputs before the inputs that made them
+        while order:  # outputs before the inputs that made them; popped, so a done tensor can go
+            t = order.pop()
             g = grads.pop(id(t), None)
             if g is None:
                 continue  # no path from the loss through here
@@ -215,13 +216,18 @@ class Tensor:
                 if ig.dtype != inp.data.dtype:  # mixed-dtype op: grad follows its input
                     ig = ig.astype(inp.data.dtype)
                 if inp._node is None:
-                    _accumulate(inp, ig)
+                    _accumulate(inp, ig, owned=_owned(ig, g, in_grads, node.ctx))
                 else:
                     key = id(inp)
                     grads[key] = grads[key] + ig if key in grads else ig
             if not retain_graph:
+                # Free what this node kept: its saved arrays, and its hold on its inputs, so
+                # each activation is released as soon as the last op that needs it is done
+                # (not when the whole backward ends). A second backward still stops at the
+                # released node with the error above.
                 node.ctx.release()
                 node.released = True
+                node.inputs = ()
 
     # ------------------------------------------------------------------ operators
     def __add__(self, other):
@@ -371,9 +377,29 @@ class Tensor:
         return _ops.split(self, indices_or_sections, axis)
 
 
-def _accumulate(t: Tensor, g) -> None:
-    """Add ``g`` into ``t.grad`` (a fresh copy the first time, so no array is shared)."""
-    t.grad = g.copy() if t.grad is None else t.grad + g
+def _accumulate(t: Tensor, g, owned: bool = False) -> None:
+    """Add ``g`` into ``t.grad``: the first time a copy, so that no array is shared, unless
+    ``owned`` says nothing else holds ``g`` (then it is kept as it is, saving a copy of
+    every parameter's gradient per step)."""
+    if t.grad is None:
+        t.grad = g if owned else g.copy()
+    else:
+        t.grad = t.grad + g
+
+
+def _owned(ig, g, in_grads, ctx) -> bool:
+    """Whether the gradient ``ig`` an op's backward returned belongs to no one else.
+
+    It must own its memory (not a view of another array), and be neither the incoming
+    gradient ``g`` (the caller's, for the root), nor returned for two inputs at once, nor an
+    array the op saved in ``ctx`` (kept with ``retain_graph``). Anything else a backward
+    returns it made itself.
+    """
+    if getattr(ig, "base", ig) is not None or ig is g:
+        return False
+    if sum(other is ig for other in in_grads) != 1:
+        return False
+    return not any(saved is ig for saved in vars(ctx).values())
 
 
 def _topological_order(root: Tensor) -> list:
