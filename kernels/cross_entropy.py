@@ -96,17 +96,26 @@ def cross_entropy_forward(logits, targets, ignore_index=-100, label_smoothing=0.
     return losses.astype(logits.dtype, copy=False), lse   # lse in the compute dtype
 
 
-def cross_entropy_backward(logits, targets, lse, row_grad, ignore_index=-100, label_smoothing=0.0):
-    """d(sum_i row_grad_i * loss_i) / d logits, rebuilding softmax from ``lse``."""
+def cross_entropy_backward(logits, targets, lse, row_grad, ignore_index=-100, label_smoothing=0.0,
+                           out=None):
+    """d(sum_i row_grad_i * loss_i) / d logits, rebuilding softmax from ``lse``.
+
+    ``out``: an array to write the gradient into, which may be ``logits`` itself (each
+    entry is read before it is written): the chunked language-model head keeps one buffer.
+    """
     logits = np.asarray(logits)
     targets = readonly(targets, np.int64)
     check_targets(logits, targets, ignore_index, "cross_entropy_backward")
     dtype = compute_dtype(logits.dtype)
-    x = readonly(logits, dtype)
+    in_place = out is not None and out.dtype == dtype and out.flags.c_contiguous and out.shape == logits.shape
+    x = readonly(logits, dtype)                 # a read-only view: may share memory with out
     lse = readonly(lse, dtype)
     row_grad = readonly(np.broadcast_to(row_grad, x.shape[:1]), dtype)
-    dx = np.empty_like(x)
+    dx = out if in_place else np.empty_like(x)
     if x.shape[0]:
         run_parallel(_cross_entropy_backward, x.shape[0], x, targets, lse, row_grad,
                      int(ignore_index), float(label_smoothing), dx, contiguous=True)
+    if out is not None and not in_place:
+        out[...] = dx
+        return out
     return dx.astype(logits.dtype, copy=False)
