@@ -180,6 +180,7 @@ class Tensor:
 
         order = _topological_order(self)
         grads = {id(self): grad}
+        handed = {}   # id -> array: the gradients leaves took without a copy in this pass
         while order:  # outputs before the inputs that made them; popped, so a done tensor can go
             t = order.pop()
             g = grads.pop(id(t), None)
@@ -216,7 +217,10 @@ class Tensor:
                 if ig.dtype != inp.data.dtype:  # mixed-dtype op: grad follows its input
                     ig = ig.astype(inp.data.dtype)
                 if inp._node is None:
-                    _accumulate(inp, ig, owned=_owned(ig, g, in_grads, node.ctx))
+                    owned = _owned(ig, grad, in_grads, node.ctx, handed)
+                    if owned:
+                        handed[id(ig)] = ig
+                    _accumulate(inp, ig, owned=owned)
                 else:
                     key = id(inp)
                     grads[key] = grads[key] + ig if key in grads else ig
@@ -387,15 +391,17 @@ def _accumulate(t: Tensor, g, owned: bool = False) -> None:
         t.grad = t.grad + g
 
 
-def _owned(ig, g, in_grads, ctx) -> bool:
-    """Whether the gradient ``ig`` an op's backward returned belongs to no one else.
+def _owned(ig, caller_grad, in_grads, ctx, handed) -> bool:
+    """Whether the gradient ``ig`` an op's backward returned may become a leaf's ``.grad``
+    as it is: whether no one else can change it, or see it changed.
 
-    It must own its memory (not a view of another array), and be neither the incoming
-    gradient ``g`` (the caller's, for the root), nor returned for two inputs at once, nor an
-    array the op saved in ``ctx`` (kept with ``retain_graph``). Anything else a backward
-    returns it made itself.
+    It must own its memory (not be a view of another array), and be neither the gradient
+    the caller passed to ``backward`` (ops may hand their incoming gradient straight on),
+    nor returned for two inputs at once, nor an array the op saved in ``ctx`` (kept with
+    ``retain_graph``), nor one another leaf already took in this pass. Other tensors'
+    pending gradients may share it: backward functions only read their incoming gradient.
     """
-    if getattr(ig, "base", ig) is not None or ig is g:
+    if getattr(ig, "base", ig) is not None or ig is caller_grad or id(ig) in handed:
         return False
     if sum(other is ig for other in in_grads) != 1:
         return False

@@ -52,6 +52,15 @@ def test_a_gradient_returned_for_two_inputs_is_copied_for_each():
     assert_close(y.grad, [1.0])
 
 
+def test_one_array_reaching_two_leaves_is_copied_for_the_second():
+    x, y = leaf([1.0, 2.0]), leaf([3.0, 4.0])
+    # Mul makes a fresh gradient, Add passes it to both branches, each PassThrough hands
+    # it on unchanged: the same array arrives at x and at y from two different nodes.
+    ((PassThrough.apply(x) + PassThrough.apply(y)) * 2.0).sum().backward()
+    x.grad *= 10.0
+    assert_close(y.grad, [2.0, 2.0])
+
+
 def test_a_gradient_the_op_still_holds_is_copied():
     x = leaf([1.0, 2.0])
     c = np.array([5.0, 7.0])
