@@ -236,17 +236,22 @@ def cross_entropy(logits, targets, ignore_index: int = -100, label_smoothing: fl
 HEAD_BLOCK = 1 << 23
 
 
-def _gemm_accumulate(a, b, c, first):
-    """c = a^T b (``first``) or c += a^T b, for C-contiguous a (R, M), b (R, N), c (M, N).
+def _gemm(a, b, out, trans_a=False, trans_b=False, accumulate=False):
+    """out = op(a) op(b), or out += op(a) op(b), op a transpose where asked; every array
+    C-contiguous. Returns ``out``.
 
     NumPy's matmul cannot add into its output; BLAS gemm can (C = alpha A B + beta C), so
-    the sum over blocks needs no (M, N) temporary. BLAS is column-major: the row-major
-    c (M, N) is the column-major c^T (N, M) = b^T a, computed in place.
+    a sum over blocks needs no temporary. BLAS is column-major and sees each row-major
+    matrix transposed, so it computes out^T = op(b)^T op(a)^T, in place. All the head's
+    products go through this one BLAS (SciPy's): switching libraries between the blocks
+    would leave one library's threads spinning while the other's work.
     """
     from scipy.linalg import blas
 
-    gemm = blas.get_blas_funcs("gemm", dtype=c.dtype)
-    gemm(1.0, b.T, a.T, beta=0.0 if first else 1.0, c=c.T, trans_b=1, overwrite_c=1)
+    gemm = blas.get_blas_funcs("gemm", dtype=out.dtype)
+    gemm(1.0, b.T, a.T, beta=1.0 if accumulate else 0.0, c=out.T, trans_a=trans_b, trans_b=trans_a,
+         overwrite_c=1)
+    return out
 
 
 def _head_pass(h, weight, targets, row_grad, need, ignore_index, label_smoothing, block):
@@ -266,7 +271,7 @@ def _head_pass(h, weight, targets, row_grad, need, ignore_index, label_smoothing
     for r0 in range(0, n, rows):
         r1 = min(r0 + rows, n)
         hb, tb = h[r0:r1], targets[r0:r1]
-        z = numpy.matmul(hb, weight.T, out=z_block[:r1 - r0])           # (rows, C) -> (rows, V)
+        z = _gemm(hb, weight, z_block[:r1 - r0], trans_b=True)          # (rows, C) -> (rows, V)
         if fwd:
             losses[r0:r1], lse = fwd(z, tb, ignore_index, label_smoothing)
         else:
@@ -279,9 +284,9 @@ def _head_pass(h, weight, targets, row_grad, need, ignore_index, label_smoothing
             dz = _cross_entropy_backward_reference(z, tb, lse, row_grad[r0:r1], ignore_index,
                                                    label_smoothing)
         if dh is not None:
-            numpy.matmul(dz, weight, out=dh[r0:r1])                      # (rows, V) -> (rows, C)
+            _gemm(dz, weight, dh[r0:r1])                                 # (rows, V) -> (rows, C)
         if dw is not None:
-            _gemm_accumulate(dz, hb, dw, first=r0 == 0)                  # (V, C) += dz^T h
+            _gemm(dz, hb, dw, trans_a=True, accumulate=r0 > 0)           # (V, C) += dz^T h
     return losses, dh, dw
 
 
