@@ -218,6 +218,8 @@ class Tensor:
                     ig = ig.astype(inp.data.dtype)
                 if inp._node is None:
                     owned = _owned(ig, grad, in_grads, node.ctx, handed)
+                    if owned and inp.grad is not None:   # ig will be summed into in place
+                        owned = not any(pending is ig for pending in grads.values())
                     if owned:
                         handed[id(ig)] = ig
                     _accumulate(inp, ig, owned=owned)
@@ -384,9 +386,14 @@ class Tensor:
 def _accumulate(t: Tensor, g, owned: bool = False) -> None:
     """Add ``g`` into ``t.grad``: the first time a copy, so that no array is shared, unless
     ``owned`` says nothing else holds ``g`` (then it is kept as it is, saving a copy of
-    every parameter's gradient per step)."""
+    every parameter's gradient per step). Later, an owned ``g`` takes the sum in place (a
+    tied embedding's second gradient costs no new array); the old ``.grad``, which a caller
+    may hold, is only read."""
     if t.grad is None:
         t.grad = g if owned else g.copy()
+    elif owned and g.dtype == t.grad.dtype:
+        g += t.grad
+        t.grad = g
     else:
         t.grad = t.grad + g
 

@@ -80,6 +80,18 @@ def test_a_fresh_gradient_is_kept_without_a_copy():
     assert_close(w.grad, x.data.sum(axis=0, keepdims=True).T)
 
 
+def test_accumulating_never_changes_a_gradient_array_the_caller_holds():
+    w = leaf([[1.0, 2.0], [3.0, 4.0]])
+    x = mt.tensor(np.array([[1.0, -1.0]]))
+    ((x @ w).sum() + (w * 2.0).sum()).backward()      # w gets two fresh gradients
+    first = w.grad
+    kept = first.copy()
+    ((x @ w).sum() + (w * 2.0).sum()).backward()      # accumulates onto the first pass's
+    assert_close(first, kept)
+    assert_close(w.grad, 2 * kept)
+    assert_close(kept, np.array([[3.0, 3.0], [1.0, 1.0]]))
+
+
 def test_activations_are_freed_during_backward_not_after():
     seen = {}
 
