@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._cpu import FASTMATH, compute_dtype, exp_sub_sum, readonly, row_max, run_parallel
+from ._cpu import FASTMATH, compute_dtype, exp_sub_total, fast_exp, readonly, row_max, run_parallel
 
 @njit(nogil=True, fastmath=FASTMATH, cache=True)
 def _cross_entropy_forward(first, stop, step, x, targets, ignore_index, smoothing, losses, lse):
@@ -24,12 +24,11 @@ def _cross_entropy_forward(first, stop, step, x, targets, ignore_index, smoothin
     n_classes = x.shape[1]
     one = x.dtype.type(1.0)
     s = x.dtype.type(smoothing)
-    probs = np.empty(n_classes, x.dtype)
     lanes = np.empty(16, x.dtype)
     for r in range(first, stop, step):
         xr = x[r]
         m = row_max(xr, lanes)
-        total = exp_sub_sum(xr, m, probs)
+        total = exp_sub_total(xr, m)           # two reads of the row, no writes
         lse_r = m + np.log(total)
         lse[r] = lse_r
         t = targets[r]
@@ -59,9 +58,10 @@ def _cross_entropy_backward(first, stop, step, x, targets, lse, row_grad, ignore
         if t == ignore_index or g == 0.0:
             dr[:] = 0.0
             continue
-        exp_sub_sum(x[r], lse[r], dr)        # dr = softmax(x_r)
-        for j in range(n_classes):
-            dr[j] = g * (dr[j] - uniform)
+        xr = x[r]
+        lse_r = lse[r]
+        for j in range(n_classes):           # one pass: softmax rebuilt as exp(x - lse)
+            dr[j] = g * (fast_exp(xr[j] - lse_r) - uniform)
         dr[t] -= g * (one - s)
 
 
@@ -100,22 +100,22 @@ def cross_entropy_backward(logits, targets, lse, row_grad, ignore_index=-100, la
                            out=None):
     """d(sum_i row_grad_i * loss_i) / d logits, rebuilding softmax from ``lse``.
 
-    ``out``: an array to write the gradient into, which may be ``logits`` itself (each
-    entry is read before it is written): the chunked language-model head keeps one buffer.
+    ``out``: an array to write the gradient into (not overlapping ``logits``), so that the
+    blocked language-model head reuses one buffer for every block.
     """
     logits = np.asarray(logits)
     targets = readonly(targets, np.int64)
     check_targets(logits, targets, ignore_index, "cross_entropy_backward")
     dtype = compute_dtype(logits.dtype)
-    in_place = out is not None and out.dtype == dtype and out.flags.c_contiguous and out.shape == logits.shape
-    x = readonly(logits, dtype)                 # a read-only view: may share memory with out
+    into_out = out is not None and out.dtype == dtype and out.flags.c_contiguous and out.shape == logits.shape
+    x = readonly(logits, dtype)
     lse = readonly(lse, dtype)
     row_grad = readonly(np.broadcast_to(row_grad, x.shape[:1]), dtype)
-    dx = out if in_place else np.empty_like(x)
+    dx = out if into_out else np.empty_like(x)
     if x.shape[0]:
         run_parallel(_cross_entropy_backward, x.shape[0], x, targets, lse, row_grad,
                      int(ignore_index), float(label_smoothing), dx, contiguous=True)
-    if out is not None and not in_place:
+    if out is not None and not into_out:
         out[...] = dx
         return out
     return dx.astype(logits.dtype, copy=False)

@@ -268,6 +268,7 @@ def _head_pass(h, weight, targets, row_grad, need, ignore_index, label_smoothing
     dh = numpy.empty_like(h) if row_grad is not None and need[0] else None
     dw = numpy.empty_like(weight) if row_grad is not None and need[1] else None
     z_block = numpy.empty((min(rows, n), v), h.dtype)                   # reused by every block
+    dz_block = numpy.empty_like(z_block) if row_grad is not None else None
     for r0 in range(0, n, rows):
         r1 = min(r0 + rows, n)
         hb, tb = h[r0:r1], targets[r0:r1]
@@ -278,8 +279,8 @@ def _head_pass(h, weight, targets, row_grad, need, ignore_index, label_smoothing
             losses[r0:r1], lse = _cross_entropy_reference(z, tb, ignore_index, label_smoothing)
         if row_grad is None:
             continue
-        if bwd:   # dz overwrites z: the kernel reads each entry before it writes it
-            dz = bwd(z, tb, lse, row_grad[r0:r1], ignore_index, label_smoothing, out=z)
+        if bwd:
+            dz = bwd(z, tb, lse, row_grad[r0:r1], ignore_index, label_smoothing, out=dz_block[:r1 - r0])
         else:
             dz = _cross_entropy_backward_reference(z, tb, lse, row_grad[r0:r1], ignore_index,
                                                    label_smoothing)
