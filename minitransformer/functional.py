@@ -17,7 +17,7 @@ import math
 import numpy
 
 from minitransformer import backend, kernels
-from minitransformer.autograd.function import Function, unbroadcast
+from minitransformer.autograd.function import Function, is_grad_enabled, unbroadcast
 from minitransformer.autograd.ops import as_array, gelu, matmul, relu, where  # noqa: F401 (re-exported)
 from minitransformer.kernels import rng as _rng
 
@@ -312,7 +312,8 @@ class LinearCrossEntropy(Function):
         count = int(valid.sum())
         ctx.save(h=h, weight=weight, targets=targets, valid=valid, count=count, ignore_index=ignore_index,
                  label_smoothing=label_smoothing, reduction=reduction, block=block, grads=None)
-        need = tuple(ctx.needs_input_grad[:2])
+        # Under no_grad (evaluation) no graph is recorded, so no gradient is made either.
+        need = tuple(ctx.needs_input_grad[:2]) if is_grad_enabled() else (False, False)
         row_grad = None
         if reduction != "none" and any(need):
             scale = 1.0 / max(count, 1) if reduction == "mean" else 1.0

@@ -70,6 +70,18 @@ def test_only_the_weight_needs_a_gradient():
     assert_close(wt.grad, wr.grad, rtol=1e-12)
 
 
+def test_evaluation_computes_only_the_logits(monkeypatch):
+    h, w, t = _inputs(np.float32)
+    products = []
+    real = F._gemm
+    monkeypatch.setattr(F, "_gemm", lambda *a, **k: products.append(k) or real(*a, **k))
+    ht, wt = mt.tensor(h, requires_grad=True), mt.tensor(w, requires_grad=True)
+    with mt.no_grad():
+        loss = F.linear_cross_entropy(ht, wt, t, block=4 * 11)
+    assert products == [{"trans_b": True}] * 3          # 10 rows in blocks of 4: logits only
+    assert_close(loss.data, _reference(ht, wt, t).data, rtol=2e-6)
+
+
 def test_gradcheck_through_the_blocked_head():
     h, w, t = _inputs(np.float64, n=(1, 4), c=3, v=5, ignored=False)
 
