@@ -365,7 +365,10 @@ def linear_cross_entropy(h, weight, targets, ignore_index: int = -100, label_smo
     their gradient are never held whole (a language model's largest arrays).
 
     The blocked path runs on NumPy float32/float64 arrays; anything else (CuPy, mixed
-    dtypes) runs the two ops it stands for.
+    dtypes) runs the two ops it stands for. It trades speed for memory: products over a
+    block of rows run below the rate of one product over all rows (on a 2-core CPU at
+    GPT-2 small, batch 4 x 256, the head took 1.5-2x as long), so use it where the logits
+    would not fit; ``block`` sets the trade.
     """
     hd, wd = as_array(h), as_array(weight)
     fused = (xp_of(hd) is numpy and xp_of(wd) is numpy and hd.dtype == wd.dtype
