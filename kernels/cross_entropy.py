@@ -18,7 +18,7 @@ from numba import njit
 
 from minitransformer import backend
 
-from ._cpu import FASTMATH, compute_dtype, exp_sub_sum, readonly, row_max, run_parallel
+from ._cpu import FASTMATH, compute_dtype, exp_sub_total, fast_exp, readonly, row_max, run_parallel
 
 @njit(nogil=True, fastmath=FASTMATH, cache=True)
 def _cross_entropy_forward(first, stop, step, x, targets, ignore_index, smoothing, losses, lse):
@@ -26,12 +26,11 @@ def _cross_entropy_forward(first, stop, step, x, targets, ignore_index, smoothin
     n_classes = x.shape[1]
     one = x.dtype.type(1.0)
     s = x.dtype.type(smoothing)
-    probs = np.empty(n_classes, x.dtype)
     lanes = np.empty(16, x.dtype)
     for r in range(first, stop, step):
         xr = x[r]
         m = row_max(xr, lanes)
-        total = exp_sub_sum(xr, m, probs)
+        total = exp_sub_total(xr, m)           # two reads of the row, no writes
         lse_r = m + np.log(total)
         lse[r] = lse_r
         t = targets[r]
@@ -61,9 +60,10 @@ def _cross_entropy_backward(first, stop, step, x, targets, lse, row_grad, ignore
         if t == ignore_index or g == 0.0:
             dr[:] = 0.0
             continue
-        exp_sub_sum(x[r], lse[r], dr)        # dr = softmax(x_r)
-        for j in range(n_classes):
-            dr[j] = g * (dr[j] - uniform)
+        xr = x[r]
+        lse_r = lse[r]
+        for j in range(n_classes):           # one pass: softmax rebuilt as exp(x - lse)
+            dr[j] = g * (fast_exp(xr[j] - lse_r) - uniform)
         dr[t] -= g * (one - s)
 
 
@@ -102,17 +102,26 @@ def cross_entropy_forward(logits, targets, ignore_index=-100, label_smoothing=0.
     return losses.astype(logits.dtype, copy=False), lse   # lse in the compute dtype
 
 
-def cross_entropy_backward(logits, targets, lse, row_grad, ignore_index=-100, label_smoothing=0.0):
-    """d(sum_i row_grad_i * loss_i) / d logits, rebuilding softmax from ``lse``."""
+def cross_entropy_backward(logits, targets, lse, row_grad, ignore_index=-100, label_smoothing=0.0,
+                           out=None):
+    """d(sum_i row_grad_i * loss_i) / d logits, rebuilding softmax from ``lse``.
+
+    ``out``: an array to write the gradient into (not overlapping ``logits``), so that the
+    blocked language-model head reuses one buffer for every block.
+    """
     logits = np.asarray(logits)
     targets = readonly(targets, np.int64)
     check_targets(logits, targets, ignore_index, "cross_entropy_backward")
     dtype = compute_dtype(logits.dtype)
+    into_out = out is not None and out.dtype == dtype and out.flags.c_contiguous and out.shape == logits.shape
     x = readonly(logits, dtype)
     lse = readonly(lse, dtype)
     row_grad = readonly(np.broadcast_to(row_grad, x.shape[:1]), dtype)
-    dx = np.empty_like(x)
+    dx = out if into_out else np.empty_like(x)
     if x.shape[0]:
         run_parallel(_cross_entropy_backward, x.shape[0], x, targets, lse, row_grad,
                      int(ignore_index), float(label_smoothing), dx, contiguous=True)
+    if out is not None and not into_out:
+        out[...] = dx
+        return out
     return dx.astype(logits.dtype, copy=False)

@@ -86,9 +86,10 @@ def softmax_forward(x, mask=None):
     else:
         rows, index = row_mask(mask, shape)
         has_mask = True
-    y = np.empty_like(x2)
-    run_parallel(_softmax_forward, x2.shape[0], x2, rows, index, has_mask, y, contiguous=True)
-    return y.reshape(shape).astype(x.dtype, copy=False)
+    y = np.empty(shape, dtype)          # allocated in its final shape: the caller gets no view
+    run_parallel(_softmax_forward, x2.shape[0], x2, rows, index, has_mask, y.reshape(x2.shape),
+                 contiguous=True)
+    return y.astype(x.dtype, copy=False)
 
 
 def softmax_backward(y, dy):
@@ -102,6 +103,6 @@ def softmax_backward(y, dy):
         return np.zeros(y.shape, dtype=y.dtype)
     y2 = readonly(y, dtype).reshape(-1, y.shape[-1])
     dy2 = readonly(dy, dtype).reshape(-1, y.shape[-1])
-    dx = np.empty_like(y2)
-    run_parallel(_softmax_backward, y2.shape[0], y2, dy2, dx, contiguous=True)
-    return dx.reshape(y.shape).astype(y.dtype, copy=False)
+    dx = np.empty(y.shape, dtype)
+    run_parallel(_softmax_backward, y2.shape[0], y2, dy2, dx.reshape(y2.shape), contiguous=True)
+    return dx.astype(y.dtype, copy=False)

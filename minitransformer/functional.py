@@ -17,14 +17,14 @@ import math
 import numpy
 
 from minitransformer import backend, kernels
-from minitransformer.autograd.function import Function, unbroadcast
+from minitransformer.autograd.function import Function, is_grad_enabled, unbroadcast
 from minitransformer.autograd.ops import as_array, gelu, matmul, relu, where  # noqa: F401 (re-exported)
 from minitransformer.kernels import rng as _rng
 
 xp_of = backend.xp
 
 __all__ = [
-    "softmax", "log_softmax", "cross_entropy", "layer_norm", "rms_norm", "gelu", "relu",
+    "softmax", "log_softmax", "cross_entropy", "linear_cross_entropy", "layer_norm", "rms_norm", "gelu", "relu",
     "dropout", "embedding", "linear", "scaled_dot_product_attention",
 ]
 
@@ -209,6 +209,24 @@ def _checked_ids(ids, bad, replacement: int, message):
     return ids if xp is numpy else xp.where(bad, replacement, ids)
 
 
+def _checked_targets(t, lead, v, ignore_index, label_smoothing, reduction):
+    """Targets of logits (*lead, v) as flat int64 (N,), or an error naming what is wrong."""
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"cross_entropy: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    if tuple(t.shape) != tuple(lead):
+        raise ValueError(
+            f"cross_entropy: targets shape {tuple(t.shape)} must match logits "
+            f"{tuple(lead) + ('V',)} without the last axis"
+        )
+    if t.dtype.kind not in "iu":
+        raise TypeError(f"cross_entropy: targets must be integer class ids, got dtype {t.dtype}")
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
+    t = t.reshape(-1).astype("int64", copy=False)
+    return _checked_ids(t, (t != ignore_index) & ((t < 0) | (t >= v)), ignore_index, lambda bad: (
+        f"cross_entropy: target ids {bad} are outside [0, {v}) and are not ignore_index ({ignore_index})"))
+
+
 def cross_entropy(logits, targets, ignore_index: int = -100, label_smoothing: float = 0.0,
                   reduction: str = "mean"):
     """Cross-entropy of ``logits`` (..., V) against integer ``targets`` (...).
@@ -216,26 +234,171 @@ def cross_entropy(logits, targets, ignore_index: int = -100, label_smoothing: fl
     Targets equal to ``ignore_index`` contribute nothing; "mean" divides by the number of
     the others. With ``label_smoothing`` s the target distribution is (1 - s) one-hot + s / V.
     """
-    t = as_array(targets)
-    if reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"cross_entropy: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-    if tuple(t.shape) != tuple(logits.shape[:-1]):
-        raise ValueError(
-            f"cross_entropy: targets shape {tuple(t.shape)} must match logits "
-            f"{tuple(logits.shape[:-1]) + ('V',)} without the last axis"
-        )
-    if t.dtype.kind not in "iu":
-        raise TypeError(f"cross_entropy: targets must be integer class ids, got dtype {t.dtype}")
-    if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
     v = logits.shape[-1]
-    t = t.reshape(-1).astype("int64", copy=False)
-    t = _checked_ids(t, (t != ignore_index) & ((t < 0) | (t >= v)), ignore_index, lambda bad: (
-        f"cross_entropy: target ids {bad} are outside [0, {v}) and are not ignore_index ({ignore_index})"))
+    t = _checked_targets(as_array(targets), tuple(logits.shape[:-1]), v, ignore_index, label_smoothing,
+                         reduction)
     flat = logits.reshape(-1, v)
     out = CrossEntropy.apply(flat, t, ignore_index=ignore_index,
                              label_smoothing=label_smoothing, reduction=reduction)
     return out.reshape(logits.shape[:-1]) if reduction == "none" else out
+
+
+# =======================================================================================
+# The language-model head: linear + cross-entropy, a block of rows at a time
+# =======================================================================================
+
+# Logits per block of rows (32 MiB of float32): a few blocks per step for a GPT-2 head,
+# each large enough for the matrix products to run at full speed.
+HEAD_BLOCK = 1 << 23
+
+
+def _gemm(a, b, out, trans_a=False, trans_b=False, accumulate=False):
+    """out = op(a) op(b), or out += op(a) op(b), op a transpose where asked; every array
+    C-contiguous. Returns ``out``.
+
+    NumPy's matmul cannot add into its output; BLAS gemm can (C = alpha A B + beta C), so
+    a sum over blocks needs no temporary. BLAS is column-major and sees each row-major
+    matrix transposed, so it computes out^T = op(b)^T op(a)^T, in place. All the head's
+    products go through this one BLAS (SciPy's): switching libraries between the blocks
+    would leave one library's threads spinning while the other's work.
+    """
+    from scipy.linalg import blas
+
+    gemm = blas.get_blas_funcs("gemm", dtype=out.dtype)
+    gemm(1.0, b.T, a.T, beta=1.0 if accumulate else 0.0, c=out.T, trans_a=trans_b, trans_b=trans_a,
+         overwrite_c=1)
+    return out
+
+
+def _head_pass(h, weight, targets, row_grad, need, ignore_index, label_smoothing, block):
+    """Row losses of z = h W^T, and, with ``row_grad``, dh = dz W and dW = dz^T h for
+    dz_i = row_grad_i * dloss_i/dz_i; one block of rows of z (rows, V) at a time.
+
+    h (N, C) and weight (V, C) C-contiguous; ``need``: (dh wanted, dW wanted).
+    """
+    n, v = h.shape[0], weight.shape[0]
+    rows = max(1, block // max(v, 1))
+    fwd = kernels.get("cross_entropy_forward", h)
+    bwd = kernels.get("cross_entropy_backward", h) if fwd else None
+    losses = numpy.empty(n, h.dtype)
+    dh = numpy.empty_like(h) if row_grad is not None and need[0] else None
+    dw = numpy.empty_like(weight) if row_grad is not None and need[1] else None
+    z_block = numpy.empty((min(rows, n), v), h.dtype)                   # reused by every block
+    dz_block = numpy.empty_like(z_block) if row_grad is not None else None
+    for r0 in range(0, n, rows):
+        r1 = min(r0 + rows, n)
+        hb, tb = h[r0:r1], targets[r0:r1]
+        z = _gemm(hb, weight, z_block[:r1 - r0], trans_b=True)          # (rows, C) -> (rows, V)
+        if fwd:
+            losses[r0:r1], lse = fwd(z, tb, ignore_index, label_smoothing)
+        else:
+            losses[r0:r1], lse = _cross_entropy_reference(z, tb, ignore_index, label_smoothing)
+        if row_grad is None:
+            continue
+        if bwd:
+            dz = bwd(z, tb, lse, row_grad[r0:r1], ignore_index, label_smoothing, out=dz_block[:r1 - r0])
+        else:
+            dz = _cross_entropy_backward_reference(z, tb, lse, row_grad[r0:r1], ignore_index,
+                                                   label_smoothing)
+        if dh is not None:
+            _gemm(dz, weight, dh[r0:r1])                                 # (rows, V) -> (rows, C)
+        if dw is not None:
+            _gemm(dz, hb, dw, trans_a=True, accumulate=r0 > 0)           # (V, C) += dz^T h
+    return losses, dh, dw
+
+
+class LinearCrossEntropy(Function):
+    """Cross-entropy of the logits z = h W^T (N, V) against targets (N,), reduced as
+    ``CrossEntropy``, without ever holding all N rows of z or of its gradient.
+
+    With dz_i = r_i (softmax(z_i) - (1 - s) onehot(t_i) - s / V) for the rows' incoming
+    gradients r_i:  dh = dz W;  dW = dz^T h, both summed block by block of rows.
+
+    For a "mean" or "sum" reduction r_i is known in forward up to the one scalar backward
+    receives, so forward computes dh and dW (for that scalar = 1) while each block of
+    logits is at hand, and backward only scales them: the head costs no more matrix
+    products than the unfused one. With "none" the r_i arrive in backward, which then
+    recomputes each block of logits (one more product of the head's size).
+    """
+
+    @staticmethod
+    def forward(ctx, h, weight, targets, ignore_index=-100, label_smoothing=0.0, reduction="mean",
+                block=HEAD_BLOCK):
+        valid = targets != ignore_index
+        count = int(valid.sum())
+        ctx.save(h=h, weight=weight, targets=targets, valid=valid, count=count, ignore_index=ignore_index,
+                 label_smoothing=label_smoothing, reduction=reduction, block=block, grads=None)
+        # Under no_grad (evaluation) no graph is recorded, so no gradient is made either.
+        need = tuple(ctx.needs_input_grad[:2]) if is_grad_enabled() else (False, False)
+        row_grad = None
+        if reduction != "none" and any(need):
+            scale = 1.0 / max(count, 1) if reduction == "mean" else 1.0
+            row_grad = valid.astype(h.dtype) * h.dtype.type(scale)
+        losses, dh, dw = _head_pass(h, weight, targets, row_grad, need, ignore_index, label_smoothing, block)
+        if row_grad is not None:
+            ctx.grads = (dh, dw)
+        if reduction == "none":
+            return losses
+        total = losses.sum()
+        if reduction == "mean":
+            total = total / max(count, 1)
+        return numpy.asarray(total, dtype=h.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        grads, ctx.grads = ctx.grads, None      # handed over, not copied (a second pass recomputes)
+        if grads is not None:
+            dh, dw = grads
+            if float(g) != 1.0:
+                for d in (dh, dw):
+                    if d is not None:
+                        d *= g
+            return dh, dw, None
+        valid = ctx.valid.astype(ctx.h.dtype)
+        if ctx.reduction == "none":
+            row_grad = (g * valid).astype(ctx.h.dtype, copy=False)
+        else:
+            scale = g / max(ctx.count, 1) if ctx.reduction == "mean" else g
+            row_grad = (valid * scale).astype(ctx.h.dtype, copy=False)
+        _, dh, dw = _head_pass(ctx.h, ctx.weight, ctx.targets, row_grad, tuple(ctx.needs_input_grad[:2]),
+                               ctx.ignore_index, ctx.label_smoothing, ctx.block)
+        return dh, dw, None
+
+    @staticmethod
+    def flops(ctx, phase, *arrays):
+        """2 N C V for the logits; the gradients' 4 N C V in forward when it computes them."""
+        product = 2 * ctx.h.shape[0] * ctx.weight.size
+        need = sum(ctx.needs_input_grad[:2])
+        if phase == "forward":
+            return product * (1 + need) if ctx.reduction != "none" else product
+        return 0 if ctx.reduction != "none" else product * (1 + need)
+
+
+def linear_cross_entropy(h, weight, targets, ignore_index: int = -100, label_smoothing: float = 0.0,
+                         reduction: str = "mean", block: int = HEAD_BLOCK):
+    """``cross_entropy(linear(h, weight), targets, ...)`` for h (..., C), weight (V, C) and
+    targets (...), computed a block of ``block`` logits at a time: the (..., V) logits and
+    their gradient are never held whole (a language model's largest arrays).
+
+    The blocked path runs on NumPy float32/float64 arrays; anything else (CuPy, mixed
+    dtypes) runs the two ops it stands for. It trades speed for memory: products over a
+    block of rows run below the rate of one product over all rows (on a 2-core CPU at
+    GPT-2 small, batch 4 x 256, the head took 1.5-2x as long), so use it where the logits
+    would not fit; ``block`` sets the trade.
+    """
+    hd, wd = as_array(h), as_array(weight)
+    fused = (xp_of(hd) is numpy and xp_of(wd) is numpy and hd.dtype == wd.dtype
+             and hd.dtype in (numpy.float32, numpy.float64) and wd.ndim == 2 and hd.shape[-1:] == wd.shape[1:])
+    if not fused:
+        return cross_entropy(linear(h, weight), targets, ignore_index, label_smoothing, reduction)
+    lead = tuple(hd.shape[:-1])
+    t = _checked_targets(as_array(targets), lead, wd.shape[0], ignore_index, label_smoothing, reduction)
+    if not (hd.flags.c_contiguous and wd.flags.c_contiguous):
+        return cross_entropy(linear(h, weight), targets, ignore_index, label_smoothing, reduction)
+    flat = h.reshape(-1, hd.shape[-1])                                   # (..., C) -> (N, C)
+    out = LinearCrossEntropy.apply(flat, weight, t, ignore_index=ignore_index,
+                                   label_smoothing=label_smoothing, reduction=reduction, block=int(block))
+    return out.reshape(lead) if reduction == "none" else out
 
 
 # =======================================================================================
@@ -425,7 +588,12 @@ class Linear(Function):
         # array by a transposed 2-D one can miss BLAS entirely (100x slower).
         x2 = x.reshape(-1, x.shape[-1])                          # (..., in) -> (N, in)
         y = (x2 @ weight.T).reshape(*x.shape[:-1], weight.shape[0])   # (N, out) -> (..., out)
-        return y if bias is None else y + bias
+        if bias is None:
+            return y
+        if bias.shape == y.shape[-1:] and bias.dtype == y.dtype:
+            y += bias            # the product is ours: add in place, no second (N, out) array
+            return y
+        return y + bias
 
     @staticmethod
     def backward(ctx, g):

@@ -533,7 +533,7 @@ class Reshape(Function):
 
     @staticmethod
     def backward(ctx, g):
-        return g.reshape(ctx.shape)
+        return g if g.shape == ctx.shape else g.reshape(ctx.shape)
 
 
 class Permute(Function):

@@ -181,7 +181,9 @@ class Tensor:
 
         order = _topological_order(self)
         grads = {id(self): grad}
-        for t in reversed(order):  # outputs before the inputs that made them
+        handed = {}   # id -> array: the gradients leaves took without a copy in this pass
+        while order:  # outputs before the inputs that made them; popped, so a done tensor can go
+            t = order.pop()
             g = grads.pop(id(t), None)
             if g is None:
                 continue  # no path from the loss through here
@@ -216,13 +218,23 @@ class Tensor:
                 if ig.dtype != inp.data.dtype:  # mixed-dtype op: grad follows its input
                     ig = ig.astype(inp.data.dtype)
                 if inp._node is None:
-                    _accumulate(inp, ig)
+                    owned = _owned(ig, grad, in_grads, node.ctx, handed)
+                    if owned and inp.grad is not None:   # ig will be summed into in place
+                        owned = not any(pending is ig for pending in grads.values())
+                    if owned:
+                        handed[id(ig)] = ig
+                    _accumulate(inp, ig, owned=owned)
                 else:
                     key = id(inp)
                     grads[key] = grads[key] + ig if key in grads else ig
             if not retain_graph:
+                # Free what this node kept: its saved arrays, and its hold on its inputs, so
+                # each activation is released as soon as the last op that needs it is done
+                # (not when the whole backward ends). A second backward still stops at the
+                # released node with the error above.
                 node.ctx.release()
                 node.released = True
+                node.inputs = ()
 
     # ------------------------------------------------------------------ operators
     def __add__(self, other):
@@ -372,9 +384,36 @@ class Tensor:
         return _ops.split(self, indices_or_sections, axis)
 
 
-def _accumulate(t: Tensor, g) -> None:
-    """Add ``g`` into ``t.grad`` (a fresh copy the first time, so no array is shared)."""
-    t.grad = g.copy() if t.grad is None else t.grad + g
+def _accumulate(t: Tensor, g, owned: bool = False) -> None:
+    """Add ``g`` into ``t.grad``: the first time a copy, so that no array is shared, unless
+    ``owned`` says nothing else holds ``g`` (then it is kept as it is, saving a copy of
+    every parameter's gradient per step). Later, an owned ``g`` takes the sum in place (a
+    tied embedding's second gradient costs no new array); the old ``.grad``, which a caller
+    may hold, is only read."""
+    if t.grad is None:
+        t.grad = g if owned else g.copy()
+    elif owned and g.dtype == t.grad.dtype:
+        g += t.grad
+        t.grad = g
+    else:
+        t.grad = t.grad + g
+
+
+def _owned(ig, caller_grad, in_grads, ctx, handed) -> bool:
+    """Whether the gradient ``ig`` an op's backward returned may become a leaf's ``.grad``
+    as it is: whether no one else can change it, or see it changed.
+
+    It must own its memory (not be a view of another array), and be neither the gradient
+    the caller passed to ``backward`` (ops may hand their incoming gradient straight on),
+    nor returned for two inputs at once, nor an array the op saved in ``ctx`` (kept with
+    ``retain_graph``), nor one another leaf already took in this pass. Other tensors'
+    pending gradients may share it: backward functions only read their incoming gradient.
+    """
+    if getattr(ig, "base", ig) is not None or ig is caller_grad or id(ig) in handed:
+        return False
+    if sum(other is ig for other in in_grads) != 1:
+        return False
+    return not any(saved is ig for saved in vars(ctx).values())
 
 
 def _topological_order(root: Tensor) -> list:

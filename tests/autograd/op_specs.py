@@ -326,6 +326,22 @@ def _(draw):
     return (lambda x: F.cross_entropy(x, targets, label_smoothing=smooth, reduction=reduction)), [logits]
 
 
+@spec("linear_cross_entropy", [F.LinearCrossEntropy, "linear_cross_entropy"])
+def _(draw):
+    lead = draw(shapes(min_dims=1, max_dims=2))
+    c, v = draw(st.integers(1, 4)), draw(st.integers(2, 5))
+    h = draw(float_arrays((*lead, c), min_value=-2, max_value=2))
+    w = draw(float_arrays((v, c), min_value=-2, max_value=2))
+    targets = np.array(draw(st.lists(st.sampled_from([*range(v), -100]), min_size=int(np.prod(lead)),
+                                     max_size=int(np.prod(lead))))).reshape(lead)
+    targets = dev(targets)
+    smooth = draw(st.sampled_from([0.0, 0.1]))
+    reduction = draw(st.sampled_from(["mean", "sum", "none"]))
+    block = v * draw(st.integers(1, 3))                  # 1 to 3 rows of logits at a time
+    return (lambda x, w: F.linear_cross_entropy(x, w, targets, label_smoothing=smooth, reduction=reduction,
+                                                block=block)), [h, w]
+
+
 @spec("layer_norm", [F.LayerNorm, "layer_norm"])
 def _(draw):
     a = _one(draw, min_dims=1)

@@ -1,0 +1,119 @@
+"""Backward's memory: leaf gradients taken without a copy only when no one else holds them,
+and activations released as soon as the last op that needs them is done."""
+import weakref
+
+import numpy as np
+
+import minitransformer as mt
+from minitransformer.testing import assert_close
+
+
+def leaf(values):
+    return mt.tensor(np.asarray(values, dtype=np.float64), requires_grad=True)
+
+
+class PassThrough(mt.autograd.Function):
+    """y = x; backward hands the incoming gradient straight back (no copy)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.copy()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+class SavedGrad(mt.autograd.Function):
+    """y = c * x with a saved constant c; backward returns the saved array itself."""
+
+    @staticmethod
+    def forward(ctx, x, c):
+        ctx.save(c=c)
+        return c * x
+
+    @staticmethod
+    def backward(ctx, grad):
+        return ctx.c, None          # right for grad = 1 (the test's), and aliasing on purpose
+
+
+def test_a_leaf_gradient_never_aliases_the_callers_gradient():
+    x = leaf([1.0, 2.0])
+    g = np.array([3.0, 4.0])
+    PassThrough.apply(x).backward(g)
+    g[:] = 0.0                       # the caller reuses its buffer
+    assert_close(x.grad, [3.0, 4.0])
+
+
+def test_a_gradient_returned_for_two_inputs_is_copied_for_each():
+    x, y = leaf([1.0]), leaf([2.0])
+    (x + y).sum().backward()         # Add.backward returns the same array for both
+    x.grad *= 10.0                   # a clipper scales one gradient in place
+    assert_close(y.grad, [1.0])
+
+
+def test_one_array_reaching_two_leaves_is_copied_for_the_second():
+    x, y = leaf([1.0, 2.0]), leaf([3.0, 4.0])
+    # Mul makes a fresh gradient, Add passes it to both branches, each PassThrough hands
+    # it on unchanged: the same array arrives at x and at y from two different nodes.
+    ((PassThrough.apply(x) + PassThrough.apply(y)) * 2.0).sum().backward()
+    x.grad *= 10.0
+    assert_close(y.grad, [2.0, 2.0])
+
+
+def test_a_gradient_the_op_still_holds_is_copied():
+    x = leaf([1.0, 2.0])
+    c = np.array([5.0, 7.0])
+    y = SavedGrad.apply(x, c).sum()
+    y.backward(retain_graph=True)
+    x.grad *= 0.0                    # in place, as gradient clipping does
+    y.backward()
+    assert_close(c, [5.0, 7.0])      # the op's saved array is untouched
+    assert_close(x.grad, [5.0, 7.0])
+
+
+def test_a_fresh_gradient_is_kept_without_a_copy():
+    x = leaf([[1.0, 2.0], [3.0, 4.0]])
+    w = leaf([[0.5], [0.25]])
+    (x @ w).sum().backward()
+    assert x.grad.base is None and w.grad.base is None
+    assert_close(w.grad, x.data.sum(axis=0, keepdims=True).T)
+
+
+def test_accumulating_never_changes_a_gradient_array_the_caller_holds():
+    w = leaf([[1.0, 2.0], [3.0, 4.0]])
+    x = mt.tensor(np.array([[1.0, -1.0]]))
+    ((x @ w).sum() + (w * 2.0).sum()).backward()      # w gets two fresh gradients
+    first = w.grad
+    kept = first.copy()
+    ((x @ w).sum() + (w * 2.0).sum()).backward()      # accumulates onto the first pass's
+    assert_close(first, kept)
+    assert_close(w.grad, 2 * kept)
+    assert_close(kept, np.array([[3.0, 3.0], [1.0, 1.0]]))
+
+
+def test_activations_are_freed_during_backward_not_after():
+    seen = {}
+
+    class Probe(mt.autograd.Function):
+        """Identity that, in backward (the last node to run), records which activations
+        downstream of it are still alive."""
+
+        @staticmethod
+        def forward(ctx, x):
+            return x.copy()
+
+        @staticmethod
+        def backward(ctx, grad):
+            seen["alive"] = [r() is not None for r in refs]
+            return grad
+
+    x = leaf(np.linspace(-1.0, 1.0, 8))
+    a = Probe.apply(x) * 2.0
+    b = a.exp()
+    refs = [weakref.ref(a), weakref.ref(b)]
+    loss = (b * 3.0).sum()
+    del a, b
+    loss.backward()
+    assert seen["alive"] == [False, False]
+    assert_close(x.grad, 6.0 * np.exp(2.0 * x.data))
