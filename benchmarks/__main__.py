@@ -72,6 +72,15 @@ def parse_args(argv=None):
     parser.add_argument("--shapes", type=lambda s: _list(s, ("tiny", "mini", "real"), "--shapes"), default=None,
                         help="training shapes, comma-separated, of tiny, mini, real (GPT-2 small, BERT-base, "
                              "T5-small at batch 4 x 256; default: tiny,mini)")
+    parser.add_argument("--contenders", type=lambda s: _list(s, list(train_steps.CONTENDERS), "--contenders"),
+                        default=None,
+                        help="PyTorch contenders of the training steps, comma-separated, of "
+                             + ", ".join(f"{k} ({v})" for k, v in train_steps.CONTENDERS.items())
+                             + " (default on the CPU: all, compiled only where a C++ compiler is present and "
+                               "not with --tiny; on a GPU: pytorch)")
+    parser.add_argument("--memory", action="store_true",
+                        help="also measure each training contender's peak memory, each alone in a fresh "
+                             "process (CPU; adds a few steps per contender)")
     parser.add_argument("--profile", metavar="SPEC", default=None,
                         help="also profile one training step of FAMILY-SHAPE, e.g. gpt-mini "
                              "(the default spec of --only profile)")
@@ -100,6 +109,8 @@ def parse_args(argv=None):
         parser.error(str(e))
     if args.shapes is None:
         args.shapes = ["micro"] if args.mode == "tiny" else ["tiny", "mini"]
+    if args.contenders is None:
+        args.contenders = train_steps.default_contenders(args.device, args.mode)
     return args
 
 
@@ -217,7 +228,8 @@ def main(argv=None) -> int:
             print("\nno training comparison: PyTorch is not installed", flush=True)
         else:
             result["train"] = train_steps.run(args.device, args.shapes, reps["train"], reps["warmup"], torch,
-                                              args.families)
+                                              args.families, contenders=args.contenders, memory=args.memory,
+                                              threads=threads["numba"])
     if "peaks" in args.parts:
         # Measured again after the timed work: the MFU denominator is the best of the two.
         after = harness.matmul_peak(args.device, args.mode, reps["peaks"], torch)
