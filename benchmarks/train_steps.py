@@ -573,13 +573,32 @@ def build_contenders(family: str, cfg, batch: dict, device: str, torch, names) -
     return pairs
 
 
+def release_memory(torch=None) -> None:
+    """Give back what the last row's models held before the next row builds its own: the
+    objects (a cycle collection), torch.compile's caches (they keep the compiled model and
+    its parameters alive), and the C heap's free pages (glibc keeps freed blocks below its
+    mmap threshold, up to 32 MiB each, for reuse instead of returning them to the system)."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    dynamo = getattr(getattr(torch, "_dynamo", None), "reset", None)
+    if dynamo is not None:
+        dynamo()
+        gc.collect()
+    libc = ctypes.util.find_library("c")
+    if libc:
+        trim = getattr(ctypes.CDLL(libc), "malloc_trim", None)
+        if trim is not None:
+            trim(0)
+
+
 def run(device: str, shapes, repeat: int, warmup: int = 1, torch=None, families=FAMILIES,
         peak_flop_per_s: float | None = None, contenders=("pytorch",), memory: bool = False,
         threads: int | None = None) -> list[dict]:
     """Every family at every shape in ``shapes``; one row each, ours against ``contenders``.
     ``memory``: also each one's peak memory, every contender alone in its own process."""
-    import gc
-
     rows = []
     for shape in shapes:
         configs, batch_size, seq_len = SHAPES[shape]
@@ -589,7 +608,7 @@ def run(device: str, shapes, repeat: int, warmup: int = 1, torch=None, families=
             pairs = build_contenders(family, cfg, batch, device, torch, contenders)
             row = bench_row(pairs, shape, repeat, warmup, peak_flop_per_s)
             del pairs
-            gc.collect()
+            release_memory(torch)
             if memory and device == "cpu":
                 names = ["ours"] + [k for k, c in row["contenders"].items() if "refused" not in c
                                     and "unavailable" not in c]
