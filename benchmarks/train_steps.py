@@ -524,10 +524,12 @@ def bench_row(pairs: list[Pair], shape: str, repeat: int, warmup: int, peak_flop
     # After the same number of AdamW steps from the same start a contender with its own
     # weights should still agree closely with ours: a check that the optimizers match too
     # (reported, not enforced: float32 rounding differences grow slowly over steps).
+    # (Not for contenders that train one model together: it took the steps of both.)
     a = float(last["ours"].item())
     row["loss_after_steps"] = {}
+    shared = {id(p.theirs) for p in timed if p.shares_state}
     for p in timed:
-        if not p.shares_state:
+        if id(p.theirs) not in shared:
             b = float(last[p.name].item())
             row["loss_after_steps"][p.name] = {"steps": repeat + warmup, "ours": a, "theirs": b,
                                                "rel": abs(a - b) / max(abs(b), 1e-30)}

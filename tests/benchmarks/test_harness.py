@@ -139,6 +139,7 @@ def test_a_refused_fast_contender_is_left_out_of_the_timing_and_fails_the_run():
     row = train_steps.bench_row(pairs, "micro", repeat=1, warmup=0, peak_flop_per_s=1e9)
     assert "refused" in row["contenders"]["pytorch-fast"] and "no speed" in row["refused"]
     assert set(row["seconds"]) == {"ours", "pytorch"} and row["fastest"]["contender"] == "pytorch"
+    assert set(row["loss_after_steps"]) == {"pytorch"}
     assert harness.failures({"train": [row]})[0].startswith("REFUSED training pair gpt micro: pytorch-fast:")
     assert "| gpt | micro | 0.02M | 32 | PyTorch fast, eager" in train_steps.table([row])
 
