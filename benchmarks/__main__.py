@@ -13,9 +13,12 @@ Parts (``--only`` takes one or a comma-separated list; the default is peaks,ops,
   the timed work, with its spread) and memory copy GB/s of this machine, measured now;
 - ops: softmax, layer_norm, rms_norm, cross_entropy, gelu, attention (forward + backward), as our
   reference, our kernel and PyTorch;
-- train: GPT, BERT and T5 training steps (AdamW) at the tiny preset and the mini shape,
-  ours against the transformers twin holding the same weights, after checking that both
-  compute the same loss and gradients; tokens/s, the ratio and MFU;
+- train: GPT, BERT and T5 training steps (AdamW) at the tiny preset and the mini shape
+  (``--shapes real``: GPT-2 small, BERT-base, T5-small), ours against PyTorch contenders
+  holding the same weights -- the transformers twin, and the model written for speed
+  (benchmarks/torch_contenders.py), eager and under torch.compile -- after checking that
+  each computes the same loss and gradients; tokens/s, the ratios and MFU, and with
+  ``--memory`` each one's peak memory, measured alone in a fresh process;
 - profile: where one training step spends its time, ours against PyTorch's profiler
   (also added to the default parts by ``--profile SPEC``).
 
@@ -76,6 +79,15 @@ def parse_args(argv=None):
     parser.add_argument("--batch", type=int, default=None,
                         help="sequences per training step, replacing each shape's own (a GPU wants more than "
                              "the real shape's 4)")
+    parser.add_argument("--contenders", type=lambda s: _list(s, list(train_steps.CONTENDERS), "--contenders"),
+                        default=None,
+                        help="PyTorch contenders of the training steps, comma-separated, of "
+                             + ", ".join(f"{k} ({v})" for k, v in train_steps.CONTENDERS.items())
+                             + " (default on the CPU: all, compiled only where a C++ compiler is present and "
+                               "not with --tiny; on a GPU: pytorch)")
+    parser.add_argument("--memory", action="store_true",
+                        help="also measure each training contender's peak memory, each alone in a fresh "
+                             "process (CPU; adds a few steps per contender)")
     parser.add_argument("--profile", metavar="SPEC", default=None,
                         help="also profile one training step of FAMILY-SHAPE, e.g. gpt-mini "
                              "(the default spec of --only profile)")
@@ -106,6 +118,8 @@ def parse_args(argv=None):
         parser.error(str(e))
     if args.shapes is None:
         args.shapes = ["micro"] if args.mode == "tiny" else ["tiny", "mini"]
+    if args.contenders is None:
+        args.contenders = train_steps.default_contenders(args.device, args.mode)
     return args
 
 
@@ -159,7 +173,7 @@ def chart(result: dict, path: str) -> str | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return "no chart: matplotlib is not installed (pip install matplotlib)"
-    train = [r for r in result.get("train", []) if "speed_ratio" in r]
+    train = [r for r in result.get("train", []) if "fastest" in r]
     op_rows = [r for r in result.get("ops", []) if "kernel_speedup_vs_pytorch" in r]
     panels = [p for p in (train, train, op_rows) if p]
     if not panels:
@@ -167,14 +181,16 @@ def chart(result: dict, path: str) -> str | None:
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
     if train:
         labels = [f"{r['family']}\n{r['shape']}" for r in train]
-        axes[0].bar(labels, [r["speed_ratio"] for r in train], color="tab:blue")
+        axes[0].bar(labels, [r["fastest"]["ratio"] for r in train], color="tab:blue")
         axes[0].axhline(1.0, color="black", linewidth=0.8)
-        axes[0].set_title("training step: ours / PyTorch tokens/s")
+        axes[0].set_title("training step: ours / fastest PyTorch contender")
         if all("mfu" in r for r in train):
-            x = range(len(train))
-            axes[1].bar([i - 0.2 for i in x], [r["mfu"]["ours"] * 100 for r in train], 0.4, label="ours")
-            axes[1].bar([i + 0.2 for i in x], [r["mfu"]["pytorch"] * 100 for r in train], 0.4, label="PyTorch")
-            axes[1].set_xticks(list(x), labels)
+            sides = list(dict.fromkeys(k for r in train for k in r["mfu"]))      # ours, then the contenders
+            width = 0.8 / len(sides)
+            for j, side in enumerate(sides):
+                axes[1].bar([i + (j - (len(sides) - 1) / 2) * width for i in range(len(train))],
+                            [r["mfu"].get(side, 0.0) * 100 for r in train], width, label=side)
+            axes[1].set_xticks(list(range(len(train))), labels)
             axes[1].set_ylabel("% of measured matmul peak")
             axes[1].set_title("MFU")
             axes[1].legend()
@@ -223,7 +239,8 @@ def main(argv=None) -> int:
             print("\nno training comparison: PyTorch is not installed", flush=True)
         else:
             result["train"] = train_steps.run(args.device, args.shapes, reps["train"], reps["warmup"], torch,
-                                              args.families, batch_size=args.batch)
+                                              args.families, batch_size=args.batch, contenders=args.contenders,
+                                              memory=args.memory, threads=threads["numba"])
     if "peaks" in args.parts:
         # Measured again after the timed work: the MFU denominator is the best of the two.
         after = harness.matmul_peak(args.device, args.mode, reps["peaks"], torch)

@@ -56,7 +56,8 @@ import minitransformer as mt
 from minitransformer import backend, hf, models, objectives, optim, scaling
 from minitransformer.hf.architectures import CONV1D, family_of_model
 
-from benchmarks.harness import interleaved, median, median_ratio, peak_memory, rel_error, sync_for
+from benchmarks.harness import interleaved, median, median_ratio, rel_error, sync_for
+from benchmarks.harness import peak_memory as device_peak_memory
 
 LOSS_TOLERANCE = 1e-5        # relative difference of the two losses
 GRAD_TOLERANCE = 1e-4        # ||ours - theirs|| / ||theirs||, per gradient tensor
@@ -72,6 +73,11 @@ EXACT_ZEROS = {
 }
 FAMILIES = ("gpt", "bert", "t5")
 TWIN_CLASSES = {"gpt": "GPT2LMHeadModel", "bert": "BertForMaskedLM", "t5": "T5ForConditionalGeneration"}
+# Every PyTorch contender, by its key in the results: the transformers twin (the model a user
+# would pick), and the model written for speed (benchmarks/torch_contenders.py, the model a
+# user who wants speed would write), eager and under torch.compile.
+CONTENDERS = {"pytorch": "transformers twin", "pytorch-fast": "PyTorch fast, eager",
+              "pytorch-compiled": "PyTorch fast, torch.compile"}
 ADAMW = dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
 
 # The "mini" shape: d_model 256, 4 layers (T5: 4 + 4), 4 heads, d_ff 1024, vocabulary 4096.
@@ -186,14 +192,21 @@ class Pair:
     torch_optimizer: object
     batch: dict
     torch_batch: dict
-    params: list          # (our name, our Parameter, their torch Parameter, layout)
+    params: list          # (our name, our Parameter, their torch Parameter, layout or rows of a fused one)
     device: str
     torch: object
+    name: str = "pytorch"                 # the contender's key in the results (CONTENDERS)
+    forward: object = None                # loss from the keyword batch; None: the twin's .loss
+    eager: object = None                  # the uncompiled forward, for the float64 recheck
+    optimizer_kind: str = "default"       # how torch.optim.AdamW runs: default (a loop), foreach, fused
+    shares_state: bool = False            # the same weights and optimizer as another contender
 
     def ours_loss(self):
         return self.ours.loss(self.batch)
 
     def theirs_loss(self):
+        if self.forward is not None:
+            return self.forward(**self.torch_batch)
         return self.theirs(**self.torch_batch).loss
 
     def zero_grad(self):
@@ -209,20 +222,32 @@ def twin_batch(family: str, batch: dict, torch, device: str) -> dict:
     return {k: torch.from_numpy(batch[k]).to(device) for k in keys[family] if k in batch}
 
 
-def build_pair(family: str, cfg, batch: dict, device: str = "cpu", torch=None, seed: int = 0) -> Pair:
-    """Our freshly initialised model and the transformers model holding the same weights."""
-    import transformers
+def our_optimizer(ours):
+    """Our AdamW with the benchmark's hyperparameters, biases, norms and embeddings exempt from decay."""
+    return optim.AdamW(ours, lr=ADAMW["lr"], betas=ADAMW["betas"], eps=ADAMW["eps"],
+                       weight_decay=ADAMW["weight_decay"], no_decay=optim.no_decay_names(ours))
 
+
+def build_ours(family: str, cfg, batch: dict, device: str = "cpu", seed: int = 0) -> tuple:
+    """(our freshly initialised model on ``device`` in training mode, its AdamW, the batch there)."""
     mt.manual_seed(seed)
     ours = models.build(cfg)
     if family == "bert":
         ours.bert.pooler = None        # BertForMaskedLM has no pooler; the MLM loss never uses it
+    ours.to(device).train()
+    return ours, our_optimizer(ours), {k: backend.to_device(v, device) for k, v in batch.items()}
+
+
+def build_pair(family: str, cfg, batch: dict, device: str = "cpu", torch=None, seed: int = 0) -> Pair:
+    """Our freshly initialised model and the transformers model holding the same weights."""
+    import transformers
+
+    ours, optimizer, device_batch = build_ours(family, cfg, batch, device, seed)
     with tempfile.TemporaryDirectory() as folder, quiet_transformers():
         hf.save_pretrained(ours, folder)
         theirs = getattr(transformers, TWIN_CLASSES[family]).from_pretrained(folder, dtype=torch.float32)
         theirs.loss_function       # picks its loss (with a one-time notice) here, while quiet
     tdev = "cpu" if device == "cpu" else "cuda"
-    ours.to(device).train()
     theirs.to(tdev).train()
 
     rows = family_of_model(ours).table(ours)
@@ -235,14 +260,47 @@ def build_pair(family: str, cfg, batch: dict, device: str = "cpu", torch=None, s
                            f"left out: {left[:5]}; ours mapped {len(params)} of {len(own)})")
 
     no_decay = optim.no_decay_names(ours)
-    optimizer = optim.AdamW(ours, lr=ADAMW["lr"], betas=ADAMW["betas"], eps=ADAMW["eps"],
-                            weight_decay=ADAMW["weight_decay"], no_decay=no_decay)
     groups = [{"params": [p for n, _, p, _ in params if n not in no_decay], "weight_decay": ADAMW["weight_decay"]},
               {"params": [p for n, _, p, _ in params if n in no_decay], "weight_decay": 0.0}]
     torch_optimizer = torch.optim.AdamW(groups, lr=ADAMW["lr"], betas=ADAMW["betas"], eps=ADAMW["eps"])
-    device_batch = {k: backend.to_device(v, device) for k, v in batch.items()}
     return Pair(family, cfg, ours, theirs, optimizer, torch_optimizer, device_batch,
                 twin_batch(family, batch, torch, tdev), params, device, torch)
+
+
+def compiler_present() -> str | None:
+    """The C++ compiler torch.compile's CPU backend (inductor) needs, or None when there is none."""
+    import shutil
+
+    return next((path for path in map(shutil.which, ("c++", "g++", "cc")) if path), None)
+
+
+def build_fast_pair(base: Pair, compiled: bool = False, share: Pair | None = None) -> Pair:
+    """Our model (``base``'s) against the PyTorch model written for speed holding its weights.
+
+    ``compiled``: the model's loss under ``torch.compile`` (compiled on its first call).
+    ``share``: another fast pair whose model, weights and optimizer this one uses too (the
+    eager and compiled contenders train the same tensors; a step costs the same whatever
+    the weights hold, and one copy less of a 124M-parameter model and its AdamW state
+    fits a small machine).
+    """
+    from benchmarks import torch_contenders
+
+    torch = base.torch
+    if share is None:
+        model = torch_contenders.build(base.family, base.config).to("cpu" if base.device == "cpu" else "cuda")
+        mapping = torch_contenders.parameter_map(model, base.ours)
+        torch_contenders.load_ours(mapping)
+        groups = torch_contenders.decay_groups(mapping, optim.no_decay_names(base.ours), ADAMW["weight_decay"])
+        optimizer, kind = torch_contenders.make_optimizer(groups, lr=ADAMW["lr"], betas=ADAMW["betas"],
+                                                          eps=ADAMW["eps"])
+    else:
+        model, mapping, optimizer, kind = share.theirs, share.params, share.torch_optimizer, share.optimizer_kind
+    batch = {k: backend.to_numpy(v) for k, v in base.batch.items()}
+    torch_batch = torch_contenders.batch_for(base.family, batch, "cpu" if base.device == "cpu" else "cuda")
+    forward = torch.compile(model) if compiled else model
+    return Pair(base.family, base.config, base.ours, model, base.optimizer, optimizer, base.batch, torch_batch,
+                mapping, base.device, torch, name="pytorch-compiled" if compiled else "pytorch-fast",
+                forward=forward, eager=model, optimizer_kind=kind, shares_state=share is not None)
 
 
 def gradients(pair: Pair) -> tuple[float, float, dict]:
@@ -257,6 +315,8 @@ def gradients(pair: Pair) -> tuple[float, float, dict]:
     for name, p, q, layout in pair.params:
         ours = backend.to_numpy(p.grad) if p.grad is not None else np.zeros(p.shape)
         theirs = q.grad.detach().cpu().numpy() if q.grad is not None else np.zeros(tuple(q.shape))
+        if isinstance(layout, slice):                  # our tensor is these rows of a fused one
+            theirs = theirs[layout]
         grads[name] = (ours.T if layout == CONV1D else ours, theirs)
     pair.zero_grad()
     return float(loss.item()), float(their_loss.item()), grads
@@ -297,12 +357,16 @@ def in_float64(pair: Pair):
         return self.weight * (h * torch.rsqrt(variance + self.variance_epsilon))
     original = modeling_t5.T5LayerNorm.forward
     modeling_t5.T5LayerNorm.forward = forward
+    compiled = pair.forward
+    if pair.eager is not None:
+        pair.forward = pair.eager       # the same code uncompiled: float64 would compile it all again
     pair.ours.astype("float64")
     pair.theirs.to(torch.float64)
     try:
         yield
     finally:
         modeling_t5.T5LayerNorm.forward = original
+        pair.forward = compiled
         pair.ours.astype("float32")
         pair.theirs.to(torch.float32)
 
@@ -371,109 +435,384 @@ def summary(check: dict) -> dict:
     return out
 
 
-def step_functions(pair: Pair, last: dict) -> dict:
-    """{"ours": step, "pytorch": step}: loss, backward, AdamW update, gradients cleared."""
+def step_functions(pairs, last: dict) -> dict:
+    """{"ours": step, contender name: step, ...}: loss, backward, AdamW update, gradients cleared.
+    ``pairs``: one Pair or a list of them sharing our model."""
+    pairs = [pairs] if isinstance(pairs, Pair) else list(pairs)
+    base = pairs[0]
+
     def ours():
-        loss = pair.ours_loss()
+        loss = base.ours_loss()
         loss.backward()
-        pair.optimizer.step()
-        pair.optimizer.zero_grad()
+        base.optimizer.step()
+        base.optimizer.zero_grad()
         last["ours"] = loss
 
-    def pytorch():
-        loss = pair.theirs_loss()
-        loss.backward()
-        pair.torch_optimizer.step()
-        pair.torch_optimizer.zero_grad(set_to_none=True)
-        last["pytorch"] = loss
-    return {"ours": ours, "pytorch": pytorch}
+    def contender(pair):
+        def step():
+            loss = pair.theirs_loss()
+            loss.backward()
+            pair.torch_optimizer.step()
+            pair.torch_optimizer.zero_grad(set_to_none=True)
+            last[pair.name] = loss
+        return step
+    return {"ours": ours, **{pair.name: contender(pair) for pair in pairs}}
 
 
-def bench_pair(pair: Pair, shape: str, repeat: int, warmup: int, peak_flop_per_s: float | None) -> dict:
-    """Check the pair agrees; if it does, time interleaved steps and report speed and MFU."""
-    batch = {k: backend.to_numpy(v) for k, v in pair.batch.items()}
-    tokens = tokens_per_step(pair.family, batch)
-    flops = model_flops(pair.family, pair.config, batch)
-    row = {"family": pair.family, "shape": shape, "batch": list(batch["input_ids"].shape),
-           "params": pair.ours.num_parameters(), "tokens_per_step": tokens, "model_flops": flops}
+def gate(pair: Pair) -> tuple[dict, str | None]:
+    """(the agreement check, None) for a contender that may be timed; (check or {}, why) otherwise.
+
+    A compiled contender whose compilation fails is *unavailable* (said, not a failure of
+    the run); one that computes something else is *refused* (a failure of the run).
+    """
+    try:
+        check = agreement(pair)
+    except Exception as e:            # torch.compile raises many kinds: a missing compiler, a backend bug
+        if not pair.name.endswith("compiled"):
+            raise
+        return {}, f"unavailable: torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+    return check, None if check["ok"] else refusal(check)
+
+
+def bench_row(pairs: list[Pair], shape: str, repeat: int, warmup: int, peak_flop_per_s: float | None) -> dict:
+    """Check every contender agrees with ours; time ours and those that do, interleaved, and
+    report each one's speed and MFU, and ours against each and against the fastest."""
+    base = pairs[0]
+    batch = {k: backend.to_numpy(v) for k, v in base.batch.items()}
+    tokens = tokens_per_step(base.family, batch)
+    flops = model_flops(base.family, base.config, batch)
+    row = {"family": base.family, "shape": shape, "batch": list(batch["input_ids"].shape),
+           "params": base.ours.num_parameters(), "tokens_per_step": tokens, "model_flops": flops,
+           "contenders": {}}
     if "decoder_input_ids" in batch:
         row["decoder_length"] = int(batch["decoder_input_ids"].shape[1])
-    check = agreement(pair)
-    row["agreement"] = summary(check)
-    if not check["ok"]:
-        row["refused"] = refusal(check)
+    timed, refused = [], []
+    for pair in pairs:
+        check, why = gate(pair)
+        entry = row["contenders"][pair.name] = {"label": CONTENDERS[pair.name], "optimizer": pair.optimizer_kind}
+        if check:
+            entry["agreement"] = summary(check)
+        if why is None:
+            timed.append(pair)
+        elif why.startswith("unavailable"):
+            entry["unavailable"] = why
+        else:
+            entry["refused"] = why
+            refused.append(f"{pair.name}: {why}")
+    first = next(iter(row["contenders"].values()))
+    if "agreement" in first:
+        row["agreement"] = first["agreement"]          # the first contender's (the twin's) check
+    if refused:
+        row["refused"] = "; ".join(refused)
+    if not timed:
         return row
     last = {}
-    times = interleaved(step_functions(pair, last), repeat, warmup=warmup,
-                        sync=sync_for(pair.device, pair.torch))
+    times = interleaved(step_functions(timed, last), repeat, warmup=warmup,
+                        sync=sync_for(base.device, base.torch))
     seconds = {k: median(v) for k, v in times.items()}
     row["seconds"] = seconds
     row["samples"] = times
     row["tokens_per_s"] = {k: tokens / s for k, s in seconds.items()}
     row["flop_per_s"] = {k: flops["total"] / s for k, s in seconds.items()}
-    row["speed_ratio"] = median_ratio(times, "pytorch", "ours")
+    # ours against each contender, round by round: time(contender) / time(ours), above 1 ours is faster
+    row["ratios"] = {p.name: median_ratio(times, p.name, "ours") for p in timed}
+    fastest = min((p.name for p in timed), key=seconds.get)
+    row["fastest"] = {"contender": fastest, "ratio": row["ratios"][fastest]}
+    if "pytorch" in row["ratios"]:
+        row["speed_ratio"] = row["ratios"]["pytorch"]
     if peak_flop_per_s:
         row["mfu"] = {k: flops["total"] / s / peak_flop_per_s for k, s in seconds.items()}
-    # After the same number of AdamW steps from the same start the two should still agree
-    # closely: a check that the optimizers match too (reported, not enforced: float32
-    # rounding differences grow slowly over steps).
-    a, b = float(last["ours"].item()), float(last["pytorch"].item())
-    row["loss_after_steps"] = {"steps": repeat + warmup, "ours": a, "pytorch": b,
-                               "rel": abs(a - b) / max(abs(b), 1e-30)}
-    memory = peak_memory(step_functions(pair, last), pair.device, pair.torch)   # one more step each
-    if memory:
-        row["peak_bytes"] = memory
+    # After the same number of AdamW steps from the same start a contender with its own
+    # weights should still agree closely with ours: a check that the optimizers match too
+    # (reported, not enforced: float32 rounding differences grow slowly over steps).
+    # (Not for contenders that train one model together: it took the steps of both.)
+    a = float(last["ours"].item())
+    row["loss_after_steps"] = {}
+    shared = {id(p.theirs) for p in timed if p.shares_state}
+    for p in timed:
+        if id(p.theirs) not in shared:
+            b = float(last[p.name].item())
+            row["loss_after_steps"][p.name] = {"steps": repeat + warmup, "ours": a, "theirs": b,
+                                               "rel": abs(a - b) / max(abs(b), 1e-30)}
+    if timed and timed[0].device == "cuda":                  # GPU memory: one more step each
+        memory = device_peak_memory(step_functions(timed, last), "cuda", timed[0].torch)
+        if memory:
+            row["peak_bytes"] = memory
     return row
 
 
+def bench_pair(pair: Pair, shape: str, repeat: int, warmup: int, peak_flop_per_s: float | None) -> dict:
+    """``bench_row`` of ours against one contender."""
+    return bench_row([pair], shape, repeat, warmup, peak_flop_per_s)
+
+
+def default_contenders(device: str, mode: str) -> list[str]:
+    """The contenders a run times unless told: on the CPU the twin and the fast model, eager,
+    and compiled too where a C++ compiler is present (not in the tiny mode: compiling takes
+    longer than the whole tiny run); on a GPU the twin."""
+    if device != "cpu":
+        return ["pytorch"]
+    names = ["pytorch", "pytorch-fast"]
+    if mode != "tiny" and compiler_present():
+        names.append("pytorch-compiled")
+    return names
+
+
+def build_contenders(family: str, cfg, batch: dict, device: str, torch, names) -> list[Pair]:
+    """One Pair per contender in ``names``, all sharing one model of ours."""
+    unknown = [n for n in names if n not in CONTENDERS]
+    if unknown or not names:
+        raise ValueError(f"contenders must be some of {list(CONTENDERS)}, got {list(names)}")
+    if "pytorch" in names:
+        base = build_pair(family, cfg, batch, device, torch)
+    else:                             # no twin: one model less in memory
+        ours, optimizer, device_batch = build_ours(family, cfg, batch, device)
+        base = Pair(family, cfg, ours, None, optimizer, None, device_batch, {}, [], device, torch)
+    pairs = [base] if "pytorch" in names else []
+    fast = None
+    for name in ("pytorch-fast", "pytorch-compiled"):
+        if name in names:
+            pair = build_fast_pair(base, compiled=name == "pytorch-compiled", share=fast)
+            fast = fast or pair
+            pairs.append(pair)
+    if not pairs:
+        raise ValueError(f"no PyTorch contender to time: {list(names)} names none of {list(CONTENDERS)}")
+    return pairs
+
+
+def release_memory(torch=None) -> None:
+    """Give back what the last row's models held before the next row builds its own: the
+    objects (a cycle collection), torch.compile's caches (they keep the compiled model and
+    its parameters alive), and the C heap's free pages (glibc keeps freed blocks below its
+    mmap threshold, up to 32 MiB each, for reuse instead of returning them to the system)."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    dynamo = getattr(getattr(torch, "_dynamo", None), "reset", None)
+    if dynamo is not None:
+        dynamo()
+        gc.collect()
+    libc = ctypes.util.find_library("c")
+    if libc:
+        trim = getattr(ctypes.CDLL(libc), "malloc_trim", None)
+        if trim is not None:
+            trim(0)
+
+
 def run(device: str, shapes, repeat: int, warmup: int = 1, torch=None, families=FAMILIES,
-        peak_flop_per_s: float | None = None, batch_size: int | None = None) -> list[dict]:
-    """Every family at every shape in ``shapes``; one row each. ``batch_size`` replaces the
-    shapes' own (a GPU wants more than the 4 sequences of the real shape)."""
+        peak_flop_per_s: float | None = None, batch_size: int | None = None, contenders=("pytorch",),
+        memory: bool = False, threads: int | None = None) -> list[dict]:
+    """Every family at every shape in ``shapes``; one row each, ours against ``contenders``.
+    ``batch_size`` replaces the shapes' own (a GPU wants more than the 4 sequences of the real
+    shape). ``memory``: also each one's peak memory, every contender alone in its own process."""
     rows = []
     for shape in shapes:
         configs, shape_batch, seq_len = SHAPES[shape]
-        batch_size = batch_size or shape_batch
         for family in families:
             cfg = configs[family]
-            batch = make_batch(family, cfg, batch_size, seq_len)
-            pair = build_pair(family, cfg, batch, device, torch)
-            rows.append(bench_pair(pair, shape, repeat, warmup, peak_flop_per_s))
-            del pair
+            batch = make_batch(family, cfg, batch_size or shape_batch, seq_len)
+            pairs = build_contenders(family, cfg, batch, device, torch, contenders)
+            row = bench_row(pairs, shape, repeat, warmup, peak_flop_per_s)
+            del pairs
+            release_memory(torch)
+            if memory and device == "cpu":
+                names = ["ours"] + [k for k, c in row["contenders"].items() if "refused" not in c
+                                    and "unavailable" not in c]
+                row["memory"] = {name: peak_memory(family, shape, name, threads) for name in names}
+            rows.append(row)
     return rows
 
 
+# =======================================================================================
+# Peak memory: every contender alone in a fresh process
+# =======================================================================================
+
+def _rss() -> tuple[int | None, int | None]:
+    """(resident set size, its peak so far) of this process in bytes, from /proc (Linux), or
+    the peak alone from getrusage elsewhere."""
+    try:
+        with open("/proc/self/status") as f:
+            fields = dict(line.split(":", 1) for line in f if ":" in line)
+        return int(fields["VmRSS"].split()[0]) * 1024, int(fields["VmHWM"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        import resource
+        import sys
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return None, peak if sys.platform == "darwin" else peak * 1024       # bytes there, KiB on Linux
+
+
+def _reset_peak() -> bool:
+    """Restart the peak RSS count from the present RSS (Linux: /proc/self/clear_refs); False
+    where this system cannot."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def memory_child(family: str, shape: str, contender: str, threads: int | None, steps: int = 2) -> dict:
+    """In a fresh process: import everything, note the RSS, build one contender, train it.
+
+    Returns the RSS after the imports, the peak RSS over the whole run, and, where the
+    system can restart the count, the peak of ``steps`` steps after a first one (the steady
+    state: the first step also holds one-time costs, Numba's and torch.compile's compilers
+    among them). Memory does not depend on what the weights hold, so every contender starts
+    from its own initialisation; the batch is the one the timed run uses.
+    """
+    import gc
+
+    import torch
+    import transformers
+
+    from benchmarks import harness, torch_contenders
+
+    twin_class = getattr(transformers, TWIN_CLASSES[family])      # its module imported here, before the baseline
+    harness.set_threads(threads, torch)
+    configs, batch_size, seq_len = SHAPES[shape]
+    cfg = configs[family]
+    batch = make_batch(family, cfg, batch_size, seq_len)
+    gc.collect()
+    baseline, _ = _rss()
+    if contender == "ours":
+        ours, optimizer, device_batch = build_ours(family, cfg, batch)
+
+        def step():
+            ours.loss(device_batch).backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    else:
+        if contender == "pytorch":
+            with tempfile.TemporaryDirectory() as folder, quiet_transformers():
+                ours = build_ours(family, cfg, batch)[0]
+                hf.save_pretrained(ours, folder)
+                del ours
+                gc.collect()
+                _reset_peak()             # our model is gone: the twin reads its weights from disk
+                model = twin_class.from_pretrained(folder, dtype=torch.float32).train()
+            kwargs = twin_batch(family, batch, torch, "cpu")
+
+            def loss():
+                return model(**kwargs).loss
+            optimizer = torch.optim.AdamW(model.parameters(), lr=ADAMW["lr"])
+        else:
+            model = torch_contenders.build(family, cfg)
+            kwargs = torch_contenders.batch_for(family, batch)
+            forward = torch.compile(model) if contender == "pytorch-compiled" else model
+
+            def loss():
+                return forward(**kwargs)
+            optimizer, _ = torch_contenders.make_optimizer([{"params": list(model.parameters())}], lr=ADAMW["lr"])
+
+        def step():
+            loss().backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+    step()
+    steady = None
+    if _reset_peak():
+        for _ in range(steps):
+            step()
+        steady = _rss()[1] - baseline
+    else:
+        for _ in range(steps):
+            step()
+    return {"baseline": baseline, "peak": _rss()[1] - baseline, "steady": steady, "steps": 1 + steps}
+
+
+def peak_memory(family: str, shape: str, contender: str, threads: int | None, timeout: float = 1800) -> dict:
+    """``memory_child`` in a fresh Python process (so no other model, allocator cache or
+    compiled kernel of this process counts), its result read from the last line it prints."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    spec = json.dumps({"family": family, "shape": shape, "contender": contender, "threads": threads})
+    done = subprocess.run([sys.executable, "-m", "benchmarks.train_steps", spec], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        tail = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise RuntimeError(f"peak memory of {contender} ({family} {shape}): the measuring process exited with "
+                           f"status {done.returncode}: {tail}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# =======================================================================================
+# The table
+# =======================================================================================
+
+def _memory_cell(row: dict, name: str) -> str:
+    m = row.get("memory", {}).get(name)
+    if not m:
+        return "-"
+    steady = "" if m.get("steady") is None else f" ({m['steady'] / 2**20:,.0f})"
+    return f"{m['peak'] / 2**20:,.0f}{steady}"
+
+
 def table(rows: list[dict], peak: dict | None = None) -> str:
-    """A markdown table of the training steps, with refusals spelled out below it."""
-    lines = ["| model | shape | params | tokens/step | ours tok/s (min-max) | PyTorch tok/s (min-max) | ours / PyTorch "
-             "| ours MFU | PyTorch MFU | loss rel. diff | worst grad rel. diff |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    """A markdown table of the training steps, one line per contender, with ours first, and
+    refusals spelled out below it."""
+    lines = ["| model | shape | params | tokens/step | contender | tok/s (min-max) | ours / this | MFU "
+             "| peak (steady) MiB | loss rel. diff | worst grad rel. diff |",
+             "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        a = r["agreement"]
-        agree = f"{a['loss_rel']:.1e} | {a['worst_grad_rel']:.1e}" + (" (f64 ok)" if "note" in a else "")
         head = f"| {r['family']} | {r['shape']} | {r['params'] / 1e6:.2f}M | {r['tokens_per_step']} |"
-        if "refused" in r:
-            lines.append(f"{head} REFUSED | REFUSED | - | - | - | {agree} |")
-            continue
-        tps, mfu = r["tokens_per_s"], r.get("mfu", {})
         spread = {k: f"{r['tokens_per_step'] / max(v):,.0f}-{r['tokens_per_step'] / min(v):,.0f}"
-                  for k, v in r["samples"].items()}
-        lines.append(f"{head} {tps['ours']:,.0f} ({spread['ours']}) | {tps['pytorch']:,.0f} ({spread['pytorch']}) | "
-                     f"{r['speed_ratio']:.2f}x | "
-                     + (f"{mfu['ours']:.1%} | {mfu['pytorch']:.1%} |" if mfu else "- | - |")
-                     + f" {agree} |")
+                  for k, v in r.get("samples", {}).items()}
+        mfu = r.get("mfu", {})
+        if "seconds" in r:
+            lines.append(f"{head} ours | {r['tokens_per_s']['ours']:,.0f} ({spread['ours']}) | - | "
+                         + (f"{mfu['ours']:.1%}" if mfu else "-") + f" | {_memory_cell(r, 'ours')} | - | - |")
+        for name, c in r["contenders"].items():
+            a = c.get("agreement")
+            agree = (f"{a['loss_rel']:.1e} | {a['worst_grad_rel']:.1e}" + (" (f64 ok)" if "note" in a else "")
+                     if a else "- | -")
+            label = c["label"] + (f" (AdamW {c['optimizer']})" if c["optimizer"] != "default" else "")
+            if "refused" in c or "unavailable" in c:
+                word = "REFUSED" if "refused" in c else "unavailable"
+                lines.append(f"{head} {label} | {word} | - | - | - | {agree} |")
+                continue
+            best = " (fastest)" if r["fastest"]["contender"] == name and len(r["ratios"]) > 1 else ""
+            lines.append(f"{head} {label} | {r['tokens_per_s'][name]:,.0f} ({spread[name]}) | "
+                         f"{r['ratios'][name]:.2f}x{best} | " + (f"{mfu[name]:.1%}" if mfu else "-")
+                         + f" | {_memory_cell(r, name)} | {agree} |")
     lines.append("")
-    lines.append("ours / PyTorch: median over interleaved rounds of time(PyTorch step) / time(our step); "
+    lines.append("ours / this: median over interleaved rounds of time(this contender's step) / time(our step); "
                  "above 1 ours is faster.")
+    if any("memory" in r for r in rows):
+        lines.append("peak MiB: each contender alone in a fresh process, peak RSS minus the RSS after the imports; "
+                     "(steady): the peak of the steps after the first (without one-time compilation).")
     if peak:
         lines.append(f"MFU: model FLOPs per second / the measured float32 matmul peak "
                      f"({peak['flop_per_s'] / 1e9:.1f} GFLOP/s, {peak['source']}).")
     for r in rows:
-        if "refused" in r:
-            lines.append(f"REFUSED {r['family']} {r['shape']}: {r['refused']}")
-        elif "note" in r["agreement"]:
-            lines.append(f"(f64 ok) {r['family']} {r['shape']}: {r['agreement']['note']}")
+        where = f"{r['family']} {r['shape']}"
+        if "fastest" in r:
+            f = r["fastest"]
+            lines.append(f"{where}: ours / the fastest contender ({CONTENDERS[f['contender']]}) = {f['ratio']:.2f}x")
+        for name, c in r["contenders"].items():
+            if "refused" in c:
+                lines.append(f"REFUSED {where} / {name}: {c['refused']}")
+            elif "unavailable" in c:
+                lines.append(f"{where} / {name} {c['unavailable']}")
+            elif "note" in c.get("agreement", {}):
+                lines.append(f"(f64 ok) {where} / {name}: {c['agreement']['note']}")
         if "peak_bytes" in r:
-            lines.append(f"GPU memory at the peak of one step, {r['family']} {r['shape']}: "
+            lines.append(f"GPU memory at the peak of one step, {where}: "
                          + ", ".join(f"{k} {v / 2**20:,.0f} MiB" for k, v in r["peak_bytes"].items()))
     return "\n".join(lines)
+
+
+if __name__ == "__main__":        # one peak-memory measurement (peak_memory runs this in a fresh process)
+    import json
+    import sys
+
+    print(json.dumps(memory_child(**json.loads(sys.argv[1]))))

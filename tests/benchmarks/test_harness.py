@@ -66,8 +66,14 @@ def test_tiny_mode_runs_every_part_and_writes_json_and_png(tmp_path, capsys):
     assert [(r["family"], r["shape"]) for r in result["train"]] == [(f, "micro") for f in ("gpt", "bert", "t5")]
     for row in result["train"]:
         assert row["agreement"]["ok"], row
-        assert row["tokens_per_s"]["ours"] > 0 and row["mfu"]["pytorch"] > 0
+        # the tiny mode times the twin and the fast model (compiling takes longer than the whole run)
+        assert set(row["contenders"]) == {"pytorch", "pytorch-fast"}
+        assert all(c["agreement"]["ok"] for c in row["contenders"].values()), row["contenders"]
+        assert row["tokens_per_s"]["ours"] > 0 and row["mfu"]["pytorch"] > 0 and row["mfu"]["pytorch-fast"] > 0
+        assert row["fastest"]["contender"] in ("pytorch", "pytorch-fast")
+        assert row["fastest"]["ratio"] == row["ratios"][row["fastest"]["contender"]]
         assert f"| {row['family']} | micro |" in printed
+        assert f"{row['family']} micro: ours / the fastest contender" in printed
     assert "matmul" in result["profile"]["categories"]
     try:
         import matplotlib  # noqa: F401  (only whether it is installed)
@@ -121,6 +127,101 @@ def test_a_pair_with_one_perturbed_weight_is_refused():
     assert "refused" in row and "no speed" in row["refused"]
     assert not {"tokens_per_s", "speed_ratio", "mfu", "seconds"} & set(row)
     assert "REFUSED" in train_steps.table([row])
+
+
+@needs_twins
+def test_a_refused_fast_contender_is_left_out_of_the_timing_and_fails_the_run():
+    cfg = train_steps.MICRO["gpt"]
+    pairs = train_steps.build_contenders("gpt", cfg, train_steps.make_batch("gpt", cfg, 2, 16), "cpu", torch,
+                                         ["pytorch", "pytorch-fast"])
+    with torch.no_grad():
+        pairs[1].theirs.get_parameter("blocks.0.ff.wi.weight")[0, 0] += 0.5
+    row = train_steps.bench_row(pairs, "micro", repeat=1, warmup=0, peak_flop_per_s=1e9)
+    assert "refused" in row["contenders"]["pytorch-fast"] and "no speed" in row["refused"]
+    assert set(row["seconds"]) == {"ours", "pytorch"} and row["fastest"]["contender"] == "pytorch"
+    assert set(row["loss_after_steps"]) == {"pytorch"}
+    assert harness.failures({"train": [row]})[0].startswith("REFUSED training pair gpt micro: pytorch-fast:")
+    assert "| gpt | micro | 0.02M | 32 | PyTorch fast, eager" in train_steps.table([row])
+
+
+@needs_twins
+def test_a_gradient_of_one_part_of_a_fused_projection_is_read_from_its_rows():
+    cfg = train_steps.MICRO["t5"]
+    pair = train_steps.build_contenders("t5", cfg, train_steps.make_batch("t5", cfg, 2, 16), "cpu", torch,
+                                        ["pytorch-fast"])[0]
+    assert pair.optimizer_kind in ("fused", "foreach")
+    kv = pair.theirs.get_parameter("decoder.blocks.0.cross_attn.kv.weight")
+    scale = torch.ones(kv.shape[0], 1)
+    scale[kv.shape[0] // 2:] = 1.001                  # only the v rows: the loss is untouched
+    kv.register_hook(lambda g: g * scale)
+    check = train_steps.agreement(pair)
+    assert check["loss_rel"] <= train_steps.LOSS_TOLERANCE and not check["ok"]
+    assert check["worst_grad"] == "decoder.blocks.0.cross_attn.v.weight"
+    assert check["worst_grad_rel"] == pytest.approx(1e-3, rel=0.05)
+    assert check["grad_rel"]["decoder.blocks.0.cross_attn.k.weight"] < train_steps.GRAD_TOLERANCE
+
+
+@needs_torch
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_the_fast_t5_buckets_are_ours(bidirectional):
+    from benchmarks import torch_contenders
+
+    from minitransformer.nn.attention import relative_position_bucket
+
+    offsets = np.arange(-300, 301)
+    want = relative_position_bucket(offsets, bidirectional, 32, 128)
+    got = torch_contenders.relative_position_bucket(torch.from_numpy(offsets), bidirectional, 32, 128)
+    assert np.array_equal(got.numpy(), want)
+
+
+@needs_torch
+def test_the_fast_gpt_refuses_a_padded_batch_and_drops_a_mask_of_ones():
+    from benchmarks import torch_contenders
+
+    batch = train_steps.make_batch("gpt", train_steps.MICRO["gpt"], 2, 16)
+    assert set(torch_contenders.batch_for("gpt", batch)) == {"input_ids", "labels"}
+    batch["attention_mask"][0, -3:] = 0
+    with pytest.raises(ValueError, match="takes no attention_mask, but this batch pads"):
+        torch_contenders.batch_for("gpt", batch)
+
+
+def test_default_contenders_compile_only_outside_the_tiny_mode_and_only_on_the_cpu(monkeypatch):
+    monkeypatch.setattr(train_steps, "compiler_present", lambda: "/usr/bin/c++")
+    assert train_steps.default_contenders("cpu", "quick") == ["pytorch", "pytorch-fast", "pytorch-compiled"]
+    assert train_steps.default_contenders("cpu", "tiny") == ["pytorch", "pytorch-fast"]
+    assert train_steps.default_contenders("cuda", "quick") == ["pytorch"]
+    monkeypatch.setattr(train_steps, "compiler_present", lambda: None)
+    assert train_steps.default_contenders("cpu", "full") == ["pytorch", "pytorch-fast"]
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--contenders", "pytorch,jax"])
+
+
+# ---------------------------------------------------------------------------------------
+# Peak memory, each contender alone in a fresh process
+# ---------------------------------------------------------------------------------------
+
+@needs_twins
+def test_peak_memory_is_measured_in_a_fresh_process():
+    m = train_steps.peak_memory("gpt", "micro", "pytorch-fast", threads=1)
+    assert m["baseline"] > 0 and m["peak"] > 0 and m["steps"] == 3
+    if m["steady"] is not None:                  # where the system can restart the peak count
+        assert 0 < m["steady"] <= m["peak"]
+
+
+def test_the_table_shows_each_contenders_memory_beside_its_speed():
+    samples = {"ours": [1.0], "pytorch-fast": [2.0]}
+    row = {"family": "gpt", "shape": "micro", "params": 20_000, "tokens_per_step": 32,
+           "contenders": {"pytorch-fast": {"label": "PyTorch fast, eager", "optimizer": "fused",
+                                           "agreement": {"loss_rel": 0.0, "worst_grad_rel": 1e-7}}},
+           "samples": samples, "seconds": {"ours": 1.0, "pytorch-fast": 2.0},
+           "tokens_per_s": {"ours": 32.0, "pytorch-fast": 16.0}, "ratios": {"pytorch-fast": 2.0},
+           "fastest": {"contender": "pytorch-fast", "ratio": 2.0},
+           "memory": {"ours": {"peak": 300 * 2**20, "steady": 200 * 2**20},
+                      "pytorch-fast": {"peak": 400 * 2**20, "steady": None}}}
+    text = train_steps.table([row])
+    assert "| ours | 32 (32-32) | - | - | 300 (200) | - | - |" in text
+    assert "| PyTorch fast, eager (AdamW fused) | 16 (16-16) | 2.00x | - | 400 | 0.0e+00 | 1.0e-07 |" in text
+    assert "gpt micro: ours / the fastest contender (PyTorch fast, eager) = 2.00x" in text
 
 
 @needs_twins
