@@ -229,12 +229,12 @@ def fit(model, data: ExampleBatches, cfg: FinetuneConfig, family: str, progress=
 def _step(model, opt, data: ExampleBatches, cfg: FinetuneConfig, family: str, step: int, lr: float) -> float:
     """One optimizer step on batch ``step``; its mean loss (nan when the batch has no target)."""
     backend.manual_seed(step_seed(cfg.seed, step))
-    batch = to_device(data.batch(step, cfg.batch_size), cfg.device)
-    n = count_targets(batch, family)
+    host_batch = data.batch(step, cfg.batch_size)
+    n = count_targets(host_batch, family)     # on the host: counting on a device would wait for it
     if n == 0:                       # e.g. every word truncated away: nothing to learn
         return float("nan")
-    loss = model.loss(batch, reduction="sum") * (1.0 / n)
-    value = float(loss.item())
+    loss = model.loss(to_device(host_batch, cfg.device), reduction="sum") * (1.0 / n)
+    value = float(loss.item())       # the step's one transfer to the host
     if not math.isfinite(value):
         raise FloatingPointError(f"fine-tuning loss became {value} at step {step}; lower the "
                                  "learning rate (--lr) or check the data")

@@ -34,3 +34,23 @@ def test_zero_shot_scores_on_the_strict_device_match_the_cpu(tiny_checkpoints):
     cpu = label_scores(model, tokenizer, prompts, words)
     strict = label_scores(model.to("strict"), tokenizer, prompts, words)
     np.testing.assert_allclose(strict, cpu, rtol=1e-5)
+
+
+
+@pytest.mark.parametrize("task,name,family", TASKS, ids=[t[0] for t in TASKS])
+def test_a_fine_tuning_step_makes_one_transfer(tiny_checkpoints, task, name, family):
+    """Each optimizer step of fine-tuning on the strict device brings one thing to the host:
+    its loss (what it logs and checks); the targets are counted on the host batch."""
+    from minitransformer.finetune import loop, run
+    from minitransformer.testing import strict
+
+    cfg = FinetuneConfig(steps=2, batch_size=4, max_length=32, device="strict")
+    train = builtin(name, "train", 16)
+    base, tokenizer = run.load_base(tiny_checkpoints[family], task, cfg.device)
+    handler = run.make_handler(task, tokenizer, train, cfg, base.config.max_positions)
+    model = handler.build(base).to(cfg.device)
+    data = loop.ExampleBatches([handler.encode(ex) for ex in train], handler.collate, cfg.seed)
+    with strict.count_transfers() as transfers:
+        losses = loop.fit(model, data, cfg, handler.family)
+    assert len(losses) == 2 and np.isfinite(losses).all()
+    assert transfers.count == 2, transfers.report()
