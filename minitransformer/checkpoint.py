@@ -135,18 +135,7 @@ def _save_checkpoint(run_dir: Path, step: int, model, optimizer, state, tokenize
     name = f"step-{step:06d}"
     final = ckpt_root / name
     with atomic.atomic_folder(final) as tmp:
-        save_arrays(tmp / "model.safetensors", model.state_dict(), {"format": "pt"})
-        if optimizer is not None:
-            save_arrays(tmp / "optimizer.safetensors", optimizer.state_dict())
-        _write_json(tmp / "config.json", config_to_dict(model.config))
-        if tokenizer is not None:
-            tokenizer.save(tmp / "tokenizer.json")
-        if card is not None:
-            (tmp / "README.md").write_text(card)
-        files = sorted(p.name for p in tmp.iterdir())
-        full_state = dict(state or {}, step=step, format_version=FORMAT_VERSION,
-                          checksums={f: _sha256(tmp / f) for f in files})
-        _write_json(tmp / STATE_FILE, full_state)
+        _write_files(tmp, step, model, optimizer, state, tokenizer, card)
     atomic.write_text(run_dir / "latest", f"checkpoints/{name}\n")
 
     if keep > 0:
@@ -155,6 +144,23 @@ def _save_checkpoint(run_dir: Path, step: int, model, optimizer, state, tokenize
             if old != final:
                 shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _write_files(folder: Path, step: int, model, optimizer, state, tokenizer, card) -> None:
+    """A checkpoint's files in ``folder``: weights, optimizer state (if any), config,
+    tokenizer and card (if given), then the state file with the checksums of all the others."""
+    save_arrays(folder / "model.safetensors", model.state_dict(), {"format": "pt"})
+    if optimizer is not None:
+        save_arrays(folder / "optimizer.safetensors", optimizer.state_dict())
+    _write_json(folder / "config.json", config_to_dict(model.config))
+    if tokenizer is not None:
+        tokenizer.save(folder / "tokenizer.json")
+    if card is not None:
+        (folder / "README.md").write_text(card)
+    files = sorted(p.name for p in folder.iterdir())
+    full_state = dict(state or {}, step=step, format_version=FORMAT_VERSION,
+                      checksums={f: _sha256(folder / f) for f in files})
+    _write_json(folder / STATE_FILE, full_state)
 
 
 def save_best(run_dir, step: int, model, state: dict, tokenizer=None, card: str | None = None) -> Path:
@@ -167,16 +173,7 @@ def save_best(run_dir, step: int, model, state: dict, tokenizer=None, card: str 
     final = Path(run_dir) / "checkpoints" / BEST
     final.parent.mkdir(parents=True, exist_ok=True)
     with atomic.atomic_folder(final) as tmp:
-        save_arrays(tmp / "model.safetensors", model.state_dict(), {"format": "pt"})
-        _write_json(tmp / "config.json", config_to_dict(model.config))
-        if tokenizer is not None:
-            tokenizer.save(tmp / "tokenizer.json")
-        if card is not None:
-            (tmp / "README.md").write_text(card)
-        files = sorted(p.name for p in tmp.iterdir())
-        full_state = dict(state, step=step, format_version=FORMAT_VERSION,
-                          checksums={f: _sha256(tmp / f) for f in files})
-        _write_json(tmp / STATE_FILE, full_state)
+        _write_files(tmp, step, model, None, state, tokenizer, card)
     return final
 
 
