@@ -388,13 +388,12 @@ def linear_cross_entropy(h, weight, targets, ignore_index: int = -100, label_smo
     """
     hd, wd = as_array(h), as_array(weight)
     fused = (xp_of(hd) is numpy and xp_of(wd) is numpy and hd.dtype == wd.dtype
-             and hd.dtype in (numpy.float32, numpy.float64) and wd.ndim == 2 and hd.shape[-1:] == wd.shape[1:])
+             and hd.dtype in (numpy.float32, numpy.float64) and wd.ndim == 2 and hd.shape[-1:] == wd.shape[1:]
+             and hd.flags.c_contiguous and wd.flags.c_contiguous)
     if not fused:
         return cross_entropy(linear(h, weight), targets, ignore_index, label_smoothing, reduction)
     lead = tuple(hd.shape[:-1])
     t = _checked_targets(as_array(targets), lead, wd.shape[0], ignore_index, label_smoothing, reduction)
-    if not (hd.flags.c_contiguous and wd.flags.c_contiguous):
-        return cross_entropy(linear(h, weight), targets, ignore_index, label_smoothing, reduction)
     flat = h.reshape(-1, hd.shape[-1])                                   # (..., C) -> (N, C)
     out = LinearCrossEntropy.apply(flat, weight, t, ignore_index=ignore_index,
                                    label_smoothing=label_smoothing, reduction=reduction, block=int(block))
