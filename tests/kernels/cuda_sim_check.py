@@ -8,16 +8,16 @@ kernels cross tile edges. Prints one line per check and exits non-zero on a mism
 """
 from __future__ import annotations
 
-import os
 import sys
 import warnings
 
 import numpy as np
 
+from .util import Checks, simulator_off
+
 
 def main() -> int:
-    if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
-        print("set NUMBA_ENABLE_CUDASIM=1 to run this under the CUDA simulator")
+    if simulator_off():
         return 2
     # The dropout hash multiplies uint64s modulo 2**64 on purpose; NumPy scalars (which the
     # simulator computes with) warn about the wrap-around.
@@ -28,16 +28,8 @@ def main() -> int:
     from minitransformer import kernels
     from minitransformer.kernels import cuda_attention, cuda_cross_entropy, cuda_softmax
 
-    from .util import TOL, rel_err
-
-    failures = []
-
-    def check(name, got, want, dtype):
-        err = rel_err(got, want)
-        ok = err <= TOL[np.dtype(dtype)]
-        print(f"{'ok  ' if ok else 'FAIL'} {name}: {err:.2e}")
-        if not ok:
-            failures.append(name)
+    checks = Checks()
+    check = checks.close
 
     rng = np.random.default_rng(0)
     with kernels.using("reference"):
@@ -110,8 +102,7 @@ def main() -> int:
             if tb is not None:
                 check(name + " dbias", grads[3], tb.grad, dtype)
 
-    print(f"{len(failures)} failed")
-    return 1 if failures else 0
+    return checks.exit_status()
 
 
 if __name__ == "__main__":

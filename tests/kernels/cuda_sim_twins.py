@@ -14,19 +14,19 @@ Prints one line per check and exits non-zero on a mismatch.
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 import types
 import warnings
 
 import numpy as np
 
+from .util import Checks, simulator_off
+
 THREADS = 4
 
 
 def main() -> int:
-    if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
-        print("set NUMBA_ENABLE_CUDASIM=1 to run this under the CUDA simulator")
+    if simulator_off():
         return 2
     # GELU's tails overflow a^3 to inf on purpose; NumPy scalars (which the simulator
     # computes with, in threads of its own, out of np.errstate's reach) warn about it.
@@ -39,25 +39,17 @@ def main() -> int:
     from minitransformer.kernels import cuda_embedding, cuda_gelu, cuda_layer_norm, cuda_softmax
     from minitransformer.kernels import embedding, gelu, layer_norm, softmax
 
-    from .util import TOL, rel_err
-
-    failures = []
+    checks = Checks()
 
     def check(name, got, want, dtype):
-        if not np.isfinite(got).all():           # an unwritten (NaN-filled) element, for one
-            err = np.nan
+        if got.dtype != want.dtype:
+            checks.report(name, False, f"dtype {got.dtype}, expected {want.dtype}")
         else:
-            err = rel_err(got, want)
-        ok = err <= TOL[np.dtype(dtype)] and got.dtype == want.dtype
-        print(f"{'ok  ' if ok else 'FAIL'} {name}: {err:.2e}")
-        if not ok:
-            failures.append(name)
+            checks.close(name, got, want, dtype)
 
     def check_exact(name, got, want):
         ok = got.dtype == want.dtype and np.array_equal(got, want)
-        print(f"{'ok  ' if ok else 'FAIL'} {name}: {'equal' if ok else 'differs'}")
-        if not ok:
-            failures.append(name)
+        checks.report(name, ok, "equal" if ok else "differs")
 
     def check_ulp(name, got, want, maxulp):
         try:
@@ -65,9 +57,7 @@ def main() -> int:
             ok = got.dtype == want.dtype
         except AssertionError:
             ok = False
-        print(f"{'ok  ' if ok else 'FAIL'} {name}: {'within' if ok else 'beyond'} {maxulp} ulp")
-        if not ok:
-            failures.append(name)
+        checks.report(name, ok, f"{'within' if ok else 'beyond'} {maxulp} ulp")
 
     rng = np.random.default_rng(0)
     registers = 3                                         # a row of 3 x THREADS - 1 elements
@@ -270,12 +260,8 @@ def main() -> int:
     for key in ref:
         check(f"one training step through the ops: {key}", got[key], ref[key], np.float64)
     missing = sorted(name for name in dispatch._TABLE if not name.startswith("attention") and name not in used)
-    print(f"{'ok  ' if not missing else 'FAIL'} the training step ran every CUDA twin; not run: {missing}")
-    if missing:
-        failures.append("twins not run")
-
-    print(f"{len(failures)} failed")
-    return 1 if failures else 0
+    checks.report("the training step ran every CUDA twin", not missing, f"not run: {missing}")
+    return checks.exit_status()
 
 
 if __name__ == "__main__":

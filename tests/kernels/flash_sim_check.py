@@ -11,11 +11,12 @@ non-zero on a mismatch.
 """
 from __future__ import annotations
 
-import os
 import sys
 import warnings
 
 import numpy as np
+
+from .util import Checks, simulator_off
 
 # (B, H, Tq, Tk, D), causal, mask kind, bias kind, dropout p
 CASES = [
@@ -46,33 +47,19 @@ def make_case(rng, shape, mask_kind, bias_kind):
 
 
 def main() -> int:
-    if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
-        print("set NUMBA_ENABLE_CUDASIM=1 to run this under the CUDA simulator")
+    if simulator_off():
         return 2
     # The dropout hash multiplies uint64s modulo 2**64 on purpose; NumPy scalars warn.
     warnings.filterwarnings("ignore", "overflow encountered", RuntimeWarning)
 
     from minitransformer.kernels import _cuda, attention, cuda_attention, cuda_flash_attention
 
-    from .util import TOL, rel_err
-
-    failures = []
-    tol = TOL[np.dtype(np.float32)]
-    if cuda_flash_attention.use_shuffles():
-        print("FAIL the simulator has no warp shuffles, but the kernel would use them")
-        failures.append("shuffles")
+    checks = Checks()
+    checks.report("shuffles", not cuda_flash_attention.use_shuffles(),
+                  "the simulator has no warp shuffles; the kernel must not use them")
 
     def check(name, got, want):
-        try:
-            err = rel_err(got, want)
-        except AssertionError as e:          # NaN (an unwritten element) or a wrong shape
-            print(f"FAIL {name}: {e}")
-            failures.append(name)
-            return
-        ok = err <= tol
-        print(f"{'ok  ' if ok else 'FAIL'} {name}: {err:.2e}")
-        if not ok:
-            failures.append(name)
+        checks.close(name, got, want, np.float32)
 
     rng = np.random.default_rng(0)
     for shape, causal, mask_kind, bias_kind, p in CASES:
@@ -90,17 +77,14 @@ def main() -> int:
         lse_ok = np.array_equal(np.isfinite(lse), finite)
         for want, other in ((ref_o, "cuda_attention"), (cpu_o, "cpu")):
             check(f"{name} O vs {other}", o, want)
-        print(f"{'ok  ' if lse_ok else 'FAIL'} {name} lse -inf exactly where the CPU kernel's is")
-        if not lse_ok:
-            failures.append(name + " lse")
+        checks.report(f"{name} lse", lse_ok, "-inf exactly where the CPU kernel's is")
         check(f"{name} lse vs cpu", np.where(finite, lse, 0), np.where(finite, cpu_lse, 0))
         for part, g, r, c in zip(("dq", "dk", "dv", "dbias"), grads, ref_grads, cpu_grads):
             if r is None:
                 continue
             check(f"{name} {part} vs cuda_attention", g, r)
             check(f"{name} {part} vs cpu", g, c)
-    print(f"{len(failures)} failed")
-    return 1 if failures else 0
+    return checks.exit_status()
 
 
 if __name__ == "__main__":

@@ -1,5 +1,8 @@
-"""Shared helpers for the kernel tests: the norm-wise comparison and the tolerances."""
+"""Shared helpers for the kernel tests: the norm-wise comparison and the tolerances, and the
+report of the scripts that run the CUDA kernels under the simulator."""
 from __future__ import annotations
+
+import os
 
 import numpy as np
 
@@ -29,3 +32,39 @@ def assert_close(a, b, dtype, what=""):
     err = rel_err(a, b)
     tol = TOL[np.dtype(dtype)]
     assert err <= tol, f"{what}: ||a - b|| / ||b|| = {err:.3g} > {tol:g}"
+
+
+def simulator_off() -> bool:
+    """A simulator check script's guard: True, after saying what to set, unless the CUDA
+    simulator is on (it must be before numba is first imported, hence a process of its own)."""
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
+        print("set NUMBA_ENABLE_CUDASIM=1 to run this under the CUDA simulator")
+        return True
+    return False
+
+
+class Checks:
+    """The report of a simulator check script: one ``ok``/``FAIL`` line per check, then
+    ``N failed`` and the exit status (non-zero on any failure)."""
+
+    def __init__(self):
+        self.failures = []
+
+    def report(self, name: str, ok: bool, detail: str) -> bool:
+        print(f"{'ok  ' if ok else 'FAIL'} {name}: {detail}")
+        if not ok:
+            self.failures.append(name)
+        return ok
+
+    def close(self, name: str, got, want, dtype) -> bool:
+        """``rel_err(got, want)`` within ``TOL[dtype]``; a NaN (an element the kernel never
+        wrote, under the NaN fill) or a wrong shape is a failed check, not a traceback."""
+        try:
+            err = rel_err(got, want)
+        except AssertionError as e:
+            return self.report(name, False, str(e))
+        return self.report(name, err <= TOL[np.dtype(dtype)], f"{err:.2e}")
+
+    def exit_status(self) -> int:
+        print(f"{len(self.failures)} failed")
+        return 1 if self.failures else 0
