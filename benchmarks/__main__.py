@@ -35,6 +35,7 @@ import sys
 import time
 
 from benchmarks import harness, ops, results, step_profile, train_steps
+from minitransformer import backend
 
 PARTS = ("peaks", "ops", "train", "profile")
 
@@ -155,7 +156,7 @@ def header(env: dict, mode: str) -> str:
         f"PyTorch {env['threads']['torch']} on {env['cpu_count']} CPUs; "
         f"numpy {env['numpy']}, numba {env['numba']}, torch {env['torch']}, transformers {env['transformers']}",
         f"precision: {env['precision']}",
-        f"NumPy's BLAS: {env['numpy_blas'] or 'unknown'}",
+        f"NumPy's BLAS: {env['numpy_blas'] or 'unknown'}; host allocator: {env.get('allocator', 'unknown')}",
         "load average: " + (" ".join(f"{x:.2f}" for x in load) if load else "unknown"),
     ] + ([f"warning: the load average ({load[0]:.1f}) exceeds the {env['cpu_count']} CPUs; multi-threaded "
           "code waits for its threads to be scheduled, so every figure is slow and noisy; interleaving "
@@ -219,6 +220,7 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     threads = harness.set_threads(args.threads, torch)
+    backend.keep_freed_memory()         # as the training commands do; every contender shares the process
     env = harness.environment(args.device, threads, torch)
     reps = dict(REPEATS[(args.device, args.mode)])
     if args.repeat:

@@ -241,6 +241,8 @@ def environment(device: str, threads: dict, torch=None) -> dict:
         "load_average": load_average(),
         "precision": precision_policy(device, torch),
         "numpy_blas": blas_config(),
+        # freed memory kept for the next step (mallopt, glibc), or handed back to the system
+        "allocator": "keeps freed memory" if backend.keep_freed_memory() else "system default",
     }
     try:
         import transformers

@@ -126,11 +126,12 @@ def run(args) -> int:
 
 def train_and_report(args, task: str) -> int:
     """Fine-tune, print the report and write it (and, with --out, the model and metrics)."""
-    from minitransformer import jobs
+    from minitransformer import backend, jobs
     from minitransformer.finetune import FinetuneConfig, finetune
     from minitransformer.finetune.run import write_report
 
     train, evaluation, description = _examples(args, task)
+    backend.keep_freed_memory()             # each step reuses the last one's memory (no page faults)
     config = FinetuneConfig.for_task(task, steps=args.steps, lr=args.lr, batch_size=args.batch_size,
                                      warmup=args.warmup, seed=args.seed, max_length=args.max_length,
                                      num_beams=args.num_beams, device=args.device)

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from minitransformer import backend
 from minitransformer.cli import (
     CLIError, Setting, check_device, config_changes, config_file, non_negative_int, number, positive_float,
     positive_int, progress_bar,
@@ -116,6 +117,7 @@ def run(args) -> int:
             return 2                        # rank 0 has said who holds it
         if (out / "latest").exists() and not args.resume:      # checked once the folder is ours
             raise CLIError(f"{out} already holds a run; pass --resume to continue it, or --out NEW_FOLDER")
+        backend.keep_freed_memory()         # each step reuses the last one's memory (no page faults)
         return train(args, comm, say, preset, out)
 
 

@@ -6,6 +6,7 @@ import sys
 import time
 from pathlib import Path
 
+from minitransformer import backend
 from minitransformer.cli import CLIError, check_device, config_file, positive_float, positive_int
 
 EXAMPLES = """examples:
@@ -75,6 +76,7 @@ def run(args) -> int:
     if len({s.name for s in sizes}) != len(sizes):
         raise CLIError(f"--sizes lists a size twice: {' '.join(args.sizes)}")
     out = Path(args.out or f"runs/scale-{args.family}{'-quick' if args.quick else ''}")
+    backend.keep_freed_memory()             # each step reuses the last one's memory (no page faults)
     with jobs.own(out):                     # one sweep writes into a folder at a time
         return sweep(args, out, sizes, tokens)
 
