@@ -156,7 +156,8 @@ def header(env: dict, mode: str) -> str:
         f"PyTorch {env['threads']['torch']} on {env['cpu_count']} CPUs; "
         f"numpy {env['numpy']}, numba {env['numba']}, torch {env['torch']}, transformers {env['transformers']}",
         f"precision: {env['precision']}",
-        f"NumPy's BLAS: {env['numpy_blas'] or 'unknown'}; host allocator: {env.get('allocator', 'unknown')}",
+        f"NumPy's BLAS: {env['numpy_blas'] or 'unknown'}; host allocator: {env.get('allocator', 'unknown')}; "
+        f"idle BLAS threads: {env.get('blas_idle_threads', 'unknown')}",
         "load average: " + (" ".join(f"{x:.2f}" for x in load) if load else "unknown"),
     ] + ([f"warning: the load average ({load[0]:.1f}) exceeds the {env['cpu_count']} CPUs; multi-threaded "
           "code waits for its threads to be scheduled, so every figure is slow and noisy; interleaving "

@@ -243,6 +243,7 @@ def environment(device: str, threads: dict, torch=None) -> dict:
         "numpy_blas": blas_config(),
         # freed memory kept for the next step (mallopt, glibc), or handed back to the system
         "allocator": "keeps freed memory" if backend.keep_freed_memory() else "system default",
+        "blas_idle_threads": "sleep at once" if backend.BLAS_THREADS_SLEEP else "spin (OpenBLAS default)",
     }
     try:
         import transformers

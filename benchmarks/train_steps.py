@@ -673,7 +673,6 @@ def memory_child(family: str, shape: str, contender: str, threads: int | None, s
 
     twin_class = getattr(transformers, TWIN_CLASSES[family])      # its module imported here, before the baseline
     harness.set_threads(threads, torch)
-    backend.keep_freed_memory()           # as in the timed run
     configs, batch_size, seq_len = SHAPES[shape]
     cfg = configs[family]
     batch = make_batch(family, cfg, batch_size, seq_len)

@@ -15,6 +15,9 @@ import threading
 import numpy
 
 _cupy = None            # the cupy module once imported, False if it is not installed
+# True when OpenBLAS's idle threads sleep at once instead of spinning (set by the package's
+# __init__, which asks for it before NumPy loads OpenBLAS).
+BLAS_THREADS_SLEEP = False
 _EXTRA = {}             # array type -> (array module, device name)
 _default_rng = numpy.random.default_rng(0)
 

@@ -36,3 +36,31 @@ def test_kept_memory_is_reused_without_page_faults():
     assert default["faults"] > pages // 600, default
     assert kept["kept"] is True and kept["again"] is True
     assert kept["faults"] < pages // 1000, kept
+
+
+# OpenBLAS reads how long its idle threads spin when NumPy loads it: the package asks for
+# "sleep at once" only when it is imported first, and never over the user's own setting.
+BLAS_CHILD = """
+import os, sys
+if sys.argv[1] == "numpy-first":
+    import numpy
+import minitransformer
+print(os.environ.get("OPENBLAS_THREAD_TIMEOUT"), minitransformer.backend.BLAS_THREADS_SLEEP)
+"""
+
+
+@pytest.mark.parametrize("order, user, expected", [
+    ("package-first", None, "4 True"),
+    ("numpy-first", None, "None False"),          # too late: OpenBLAS already read it
+    ("package-first", "20", "20 False"),          # the user's choice stands
+])
+def test_idle_blas_threads_sleep_when_the_package_loads_first(order, user, expected):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    if user is not None:
+        env["OPENBLAS_THREAD_TIMEOUT"] = user
+    done = subprocess.run([sys.executable, "-c", BLAS_CHILD, order], capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == expected
