@@ -106,14 +106,19 @@ def cross_entropy_backward(logits, targets, lse, row_grad, ignore_index=-100, la
                            out=None):
     """d(sum_i row_grad_i * loss_i) / d logits, rebuilding softmax from ``lse``.
 
-    ``out``: an array to write the gradient into (not overlapping ``logits``), so that the
-    blocked language-model head reuses one buffer for every block.
+    ``out``: an array to write the gradient into, so that the blocked language-model head
+    reuses one buffer for every block. It may be ``logits`` itself: each entry is read
+    before its gradient is written over it, so the gradient then replaces the logits in
+    place (no second array of their size). Any other overlap with ``logits`` is refused.
     """
     logits = np.asarray(logits)
     targets = readonly(targets, np.int64)
     check_targets(logits, targets, ignore_index, "cross_entropy_backward")
     dtype = compute_dtype(logits.dtype)
     into_out = out is not None and out.dtype == dtype and out.flags.c_contiguous and out.shape == logits.shape
+    if out is not None and out is not logits and np.shares_memory(out, logits):
+        raise ValueError("cross_entropy_backward: out overlaps the logits without being them; "
+                         "pass the logits themselves (in place) or a separate array")
     x = readonly(logits, dtype)
     lse = readonly(lse, dtype)
     row_grad = readonly(np.broadcast_to(row_grad, x.shape[:1]), dtype)

@@ -17,7 +17,8 @@ import math
 import numpy
 
 from minitransformer import backend, kernels
-from minitransformer.autograd.function import Function, is_grad_enabled, unbroadcast
+from minitransformer.autograd import ops as _ops
+from minitransformer.autograd.function import Context, Function, is_grad_enabled, unbroadcast
 from minitransformer.autograd.ops import as_array, gelu, matmul, relu, where  # noqa: F401 (re-exported)
 from minitransformer.kernels import rng as _rng
 
@@ -25,7 +26,7 @@ xp_of = backend.xp
 
 __all__ = [
     "softmax", "log_softmax", "cross_entropy", "linear_cross_entropy", "layer_norm", "rms_norm", "gelu", "relu",
-    "dropout", "embedding", "linear", "scaled_dot_product_attention",
+    "dropout", "embedding", "linear", "activation_linear", "scaled_dot_product_attention",
 ]
 
 
@@ -247,21 +248,25 @@ def cross_entropy(logits, targets, ignore_index: int = -100, label_smoothing: fl
 # The language-model head: linear + cross-entropy, a block of rows at a time
 # =======================================================================================
 
-# Logits per block of rows (32 MiB of float32): a few blocks per step for a GPT-2 head,
-# each large enough for the matrix products to run at full speed.
-HEAD_BLOCK = 1 << 23
+# At most this many logits per block of rows (256 MiB of float32); the rows are shared
+# evenly among the blocks. A GPT-2 head at batch 4 x 256 (1024 x 50257 logits) is one
+# block, its gradient written over its logits; a larger batch splits into blocks. Smaller
+# blocks cost speed on a 2-core CPU: at that size, two blocks of 512 rows took 1.1x the
+# time of one, blocks of 166 rows 1.45x (their dW updates are products of inner size 166).
+HEAD_BLOCK = 1 << 26
 
 
 def _gemm(a, b, out, trans_a=False, trans_b=False, accumulate=False):
     """out = op(a) op(b), or out += op(a) op(b), op a transpose where asked; every array
     C-contiguous. Returns ``out``.
 
+    A plain product is NumPy's matmul, the BLAS every other product of a step runs on.
     NumPy's matmul cannot add into its output; BLAS gemm can (C = alpha A B + beta C), so
-    a sum over blocks needs no temporary. BLAS is column-major and sees each row-major
-    matrix transposed, so it computes out^T = op(b)^T op(a)^T, in place. All the head's
-    products go through this one BLAS (SciPy's): switching libraries between the blocks
-    would leave one library's threads spinning while the other's work.
+    a sum over blocks goes to SciPy's gemm and needs no temporary. BLAS is column-major and
+    sees each row-major matrix transposed, so it computes out^T = op(b)^T op(a)^T, in place.
     """
+    if not accumulate:
+        return numpy.matmul(a.T if trans_a else a, b.T if trans_b else b, out=out)
     from scipy.linalg import blas
 
     gemm = blas.get_blas_funcs("gemm", dtype=out.dtype)
@@ -277,16 +282,16 @@ def _head_pass(h, weight, targets, row_grad, need, ignore_index, label_smoothing
     h (N, C) and weight (V, C) C-contiguous; ``need``: (dh wanted, dW wanted).
     """
     n, v = h.shape[0], weight.shape[0]
-    rows = max(1, block // max(v, 1))
+    n_blocks = min(max(1, -(-n * v // max(block, 1))), n)
+    bounds = [n * k // n_blocks for k in range(n_blocks + 1)] if n else [0]   # even blocks of rows
+    rows = -(-n // n_blocks) if n else 0
     fwd = kernels.get("cross_entropy_forward", h)
     bwd = kernels.get("cross_entropy_backward", h) if fwd else None
     losses = numpy.empty(n, h.dtype)
     dh = numpy.empty_like(h) if row_grad is not None and need[0] else None
-    dw = numpy.empty_like(weight) if row_grad is not None and need[1] else None
-    z_block = numpy.empty((min(rows, n), v), h.dtype)                   # reused by every block
-    dz_block = numpy.empty_like(z_block) if row_grad is not None else None
-    for r0 in range(0, n, rows):
-        r1 = min(r0 + rows, n)
+    dw = (numpy.empty_like(weight) if n else numpy.zeros_like(weight)) if row_grad is not None and need[1] else None
+    z_block = numpy.empty((rows, v), h.dtype)   # reused by every block; dz overwrites z
+    for r0, r1 in zip(bounds[:-1], bounds[1:]):
         hb, tb = h[r0:r1], targets[r0:r1]
         z = _gemm(hb, weight, z_block[:r1 - r0], trans_b=True)          # (rows, C) -> (rows, V)
         if fwd:
@@ -296,7 +301,7 @@ def _head_pass(h, weight, targets, row_grad, need, ignore_index, label_smoothing
         if row_grad is None:
             continue
         if bwd:
-            dz = bwd(z, tb, lse, row_grad[r0:r1], ignore_index, label_smoothing, out=dz_block[:r1 - r0])
+            dz = bwd(z, tb, lse, row_grad[r0:r1], ignore_index, label_smoothing, out=z)   # in place
         else:
             dz = _cross_entropy_backward_reference(z, tb, lse, row_grad[r0:r1], ignore_index,
                                                    label_smoothing)
@@ -377,14 +382,13 @@ class LinearCrossEntropy(Function):
 def linear_cross_entropy(h, weight, targets, ignore_index: int = -100, label_smoothing: float = 0.0,
                          reduction: str = "mean", block: int = HEAD_BLOCK):
     """``cross_entropy(linear(h, weight), targets, ...)`` for h (..., C), weight (V, C) and
-    targets (...), computed a block of ``block`` logits at a time: the (..., V) logits and
-    their gradient are never held whole (a language model's largest arrays).
+    targets (...), computed at most ``block`` logits at a time, each block's gradient
+    written over its logits: the (..., V) logits and their gradient are never held whole
+    (a language model's largest arrays: 196 MiB each at GPT-2 small, batch 4 x 256).
 
     The blocked path runs on NumPy float32/float64 arrays; anything else (CuPy, mixed
-    dtypes) runs the two ops it stands for. It trades speed for memory: products over a
-    block of rows run below the rate of one product over all rows (on a 2-core CPU at
-    GPT-2 small, batch 4 x 256, the head took 1.5-2x as long), so use it where the logits
-    would not fit; ``block`` sets the trade.
+    dtypes) runs the two ops it stands for. Small blocks save more memory and cost speed
+    (a product over few rows runs below BLAS's full rate); the default keeps the full rate.
     """
     hd, wd = as_array(h), as_array(weight)
     fused = (xp_of(hd) is numpy and xp_of(wd) is numpy and hd.dtype == wd.dtype
@@ -612,6 +616,57 @@ class Linear(Function):
 
 def linear(x, weight, bias=None):
     return Linear.apply(x, weight, bias)
+
+
+# The activations by the names nn.FeedForward uses, as the ops that compute them.
+_ACTIVATION_OPS = {"relu": _ops.Relu, "gelu": _ops.Gelu, "gelu_tanh": _ops.GeluTanh}
+
+
+class ActivationLinear(Function):
+    """y = h W^T + b with h = act(a): a feed-forward layer's activation and output
+    projection, keeping a for backward but not h.
+
+    Selective activation recomputation (Korthikanti et al. 2022): the two d_ff-wide arrays
+    a and h are the largest a transformer block keeps for backward. Keeping a alone and
+    computing h = act(a) again in backward costs one elementwise pass and saves a quarter
+    of what a GPT-2 block keeps (12 MiB a layer at batch 4 x 256, 144 MiB for GPT-2 small).
+    Backward, with h recomputed:  dW = g^T h;  db = sum(g);  dh = g W;  da = act'(a) dh.
+    The activation and the product are the library's own ops (``Gelu``, ``GeluTanh``,
+    ``Relu`` and ``Linear``), called on arrays, so this op adds no arithmetic of its own.
+    """
+
+    @staticmethod
+    def forward(ctx, a, weight, bias, activation):
+        h = _ACTIVATION_OPS[activation].forward(Context(), a)          # (..., d_ff), not kept
+        ctx.save(a=a, weight=weight, activation=activation)
+        return Linear.forward(Context(), h, weight, bias)               # (..., d_ff) -> (..., out)
+
+    @staticmethod
+    def backward(ctx, g):
+        act = _ACTIVATION_OPS[ctx.activation]
+        act_ctx, lin_ctx = Context(), Context()
+        lin_ctx.save(x=act.forward(act_ctx, ctx.a), weight=ctx.weight)   # h again
+        lin_ctx.needs_input_grad = ctx.needs_input_grad[:3]
+        dh, dw, db = Linear.backward(lin_ctx, g)
+        lin_ctx.release()                                               # h is no longer needed
+        da = act.backward(act_ctx, dh) if dh is not None else None
+        return da, dw, db, None
+
+    @staticmethod
+    def flops(ctx, phase, *arrays):
+        """Linear's: 2 N d_ff out forward; one such product for dh and one for dW backward."""
+        product = 2 * (ctx.a.size // ctx.a.shape[-1]) * ctx.weight.size
+        return product if phase == "forward" else product * sum(ctx.needs_input_grad[:2])
+
+
+def activation_linear(a, weight, bias=None, activation: str = "gelu"):
+    """``linear(act(a), weight, bias)`` for act one of "relu", "gelu" (exact, BERT) and
+    "gelu_tanh" (GPT-2), the same values and gradients with act(a) not kept for backward
+    (recomputed there: see ``ActivationLinear``)."""
+    if activation not in _ACTIVATION_OPS:
+        raise ValueError(f"activation_linear: activation must be one of {tuple(_ACTIVATION_OPS)}, "
+                         f"got {activation!r}")
+    return ActivationLinear.apply(a, weight, bias, activation)
 
 
 # =======================================================================================

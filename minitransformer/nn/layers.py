@@ -175,6 +175,11 @@ class FeedForward(Module):
     def forward(self, x):
         if self.gated:
             h = activate(self.wi_0(x), self.activation) * self.wi_1(x)   # (B, T, C) -> (B, T, d_ff)
+        elif type(self.wo) is Linear and not (self.training and self.dropout.p > 0.0):
+            # act and wo as one op that keeps wi's output but not act's: the same values and
+            # gradients, a (B, T, d_ff) array less kept for backward (F.activation_linear).
+            return F.activation_linear(self.wi(x), self.wo.weight, self.wo.bias,
+                                       self.activation)                 # (B, T, C) -> (B, T, C)
         else:
             h = activate(self.wi(x), self.activation)                   # (B, T, C) -> (B, T, d_ff)
         return self.wo(self.dropout(h))                                  # (B, T, d_ff) -> (B, T, C)

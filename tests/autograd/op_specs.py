@@ -386,6 +386,19 @@ def _(draw):
     return (lambda x, w: F.linear(x, w)), [x, w]
 
 
+@spec("activation_linear", [F.ActivationLinear, "activation_linear"])
+def _(draw):
+    lead = draw(shapes(min_dims=1, max_dims=3))
+    n_in, n_out = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    act = draw(st.sampled_from(["relu", "gelu", "gelu_tanh"]))
+    # relu has no derivative at 0: keep its inputs away from it
+    a = draw(float_arrays((*lead, n_in), min_value=-4, max_value=4, min_magnitude=1e-3 if act == "relu" else 0.0))
+    w = draw(float_arrays((n_out, n_in)))
+    if draw(st.booleans()):
+        return (lambda a, w, b: F.activation_linear(a, w, b, act)), [a, w, draw(float_arrays((n_out,)))]
+    return (lambda a, w: F.activation_linear(a, w, activation=act)), [a, w]
+
+
 @spec("scaled_dot_product_attention", [F.FlashAttention, "scaled_dot_product_attention"],
       fast_mode=True, examples=10)
 def _(draw):

@@ -113,3 +113,40 @@ def test_cross_entropy_kernel_writes_the_gradient_into_a_given_buffer():
     got = ce.cross_entropy_backward(x, t, lse, r, label_smoothing=0.1, out=buf)
     assert got is buf
     assert_close(buf, want, rtol=0, atol=0)
+
+
+def test_cross_entropy_kernel_writes_the_gradient_over_the_logits_in_place():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((9, 4099)).astype(np.float32)     # rows wider than a SIMD loop
+    t = rng.integers(0, 4099, 9)
+    t[4] = -100
+    from minitransformer.kernels import cross_entropy as ce
+    _, lse = ce.cross_entropy_forward(x, t)
+    r = rng.random(9).astype(np.float32)
+    want = ce.cross_entropy_backward(x, t, lse, r, label_smoothing=0.1)
+    z = x.copy()
+    got = ce.cross_entropy_backward(z, t, lse, r, label_smoothing=0.1, out=z)
+    assert got is z
+    assert_close(z, want, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="overlaps the logits"):
+        ce.cross_entropy_backward(x[:, 1:], t, lse, r, out=x[:, :-1])
+
+
+def test_blocks_share_the_rows_evenly():
+    # 10 rows of 11 logits in blocks of at most 4 rows: 3 blocks of 4, 4 and 2 rows would
+    # do, but even shares (3, 3, 4) are what the head runs.
+    h, w, t = _inputs(np.float64)
+    seen = []
+    real = F._gemm
+
+    def spy(a, b, out, trans_a=False, trans_b=False, accumulate=False):
+        if trans_b:
+            seen.append(a.shape[0])
+        return real(a, b, out, trans_a=trans_a, trans_b=trans_b, accumulate=accumulate)
+
+    F._gemm = spy
+    try:
+        F.linear_cross_entropy(mt.tensor(h), mt.tensor(w), t, block=4 * 11)
+    finally:
+        F._gemm = real
+    assert seen == [3, 3, 4]
