@@ -18,6 +18,7 @@ After a backward pass the saved arrays are freed unless ``retain_graph=True``.
 from __future__ import annotations
 
 import functools
+import sys
 
 import numpy
 
@@ -403,14 +404,21 @@ def _owned(ig, caller_grad, in_grads, ctx, handed) -> bool:
     """Whether the gradient ``ig`` an op's backward returned may become a leaf's ``.grad``
     as it is: whether no one else can change it, or see it changed.
 
-    It must own its memory (not be a view of another array), and be neither the gradient
-    the caller passed to ``backward`` (ops may hand their incoming gradient straight on),
-    nor returned for two inputs at once, nor an array the op saved in ``ctx`` (kept with
-    ``retain_graph``), nor one another leaf already took in this pass. Other tensors'
-    pending gradients may share it: backward functions only read their incoming gradient.
+    It must own its memory, or be a view of all of an array that nothing else references
+    (a kernel's output reshaped: the view is then the only way to reach that memory), and
+    be neither the gradient the caller passed to ``backward`` (ops may hand their incoming
+    gradient straight on), nor returned for two inputs at once, nor an array the op saved
+    in ``ctx`` (kept with ``retain_graph``), nor one another leaf already took in this pass.
+    Other tensors' pending gradients may share it: backward functions only read their
+    incoming gradient.
     """
-    if getattr(ig, "base", ig) is not None or ig is caller_grad or id(ig) in handed:
+    if ig is caller_grad or id(ig) in handed:
         return False
+    if getattr(ig, "base", None) is not None:
+        # The base's references: the view's own and getrefcount's argument (CPython).
+        whole = getattr(ig.base, "base", None) is None and ig.base.size == ig.size
+        if not (whole and sys.getrefcount(ig.base) == 2):
+            return False
     if sum(other is ig for other in in_grads) != 1:
         return False
     return not any(saved is ig for saved in vars(ctx).values())

@@ -80,6 +80,40 @@ def test_a_fresh_gradient_is_kept_without_a_copy():
     assert_close(w.grad, x.data.sum(axis=0, keepdims=True).T)
 
 
+class Reshaped(mt.autograd.Function):
+    """y = x; backward returns a reshaped view of a fresh array (as the kernel wrappers do),
+    or of an array someone else still holds (``KEPT``)."""
+
+    KEPT = []
+
+    @staticmethod
+    def forward(ctx, x, keep):
+        ctx.save(shape=x.shape, keep=keep)
+        return x.copy()
+
+    @staticmethod
+    def backward(ctx, grad):
+        flat = np.array(grad, dtype=np.float64).reshape(-1)
+        if ctx.keep:
+            Reshaped.KEPT.append(flat)
+        return flat.reshape(ctx.shape), None
+
+
+def test_a_reshaped_fresh_gradient_is_kept_without_a_copy():
+    x = leaf([[1.0, 2.0], [3.0, 4.0]])
+    Reshaped.apply(x, False).sum().backward()
+    assert x.grad.base is not None                     # the view itself: no copy was made
+    assert_close(x.grad, np.ones((2, 2)))
+
+
+def test_a_reshaped_gradient_someone_else_holds_is_copied():
+    x = leaf([[1.0, 2.0], [3.0, 4.0]])
+    Reshaped.apply(x, True).sum().backward()
+    Reshaped.KEPT.pop()[:] = 7.0                       # the other holder writes into its array
+    assert x.grad.base is None
+    assert_close(x.grad, np.ones((2, 2)))
+
+
 def test_accumulating_never_changes_a_gradient_array_the_caller_holds():
     w = leaf([[1.0, 2.0], [3.0, 4.0]])
     x = mt.tensor(np.array([[1.0, -1.0]]))
