@@ -28,6 +28,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+from llvmlite import ir
 from numba import config, get_num_threads, njit, types
 from numba.extending import intrinsic, overload
 
@@ -40,8 +41,10 @@ FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 # exp(x) = 2**n * exp(r) with n = round(x / ln 2) and r = x - n ln 2 in [-ln2/2, ln2/2]
 # (Cody and Waite: ln 2 split in a high part with trailing zero bits and a small low part,
 # so n * ln2_hi is exact). exp(r) is its Taylor polynomial, of degree 7 for float32 and 12
-# for float64, which leaves a relative error of about one unit in the last place. 2**n is
-# built from its bits, (n + exponent bias) << mantissa bits, reinterpreted as a float.
+# for float64: relative errors of at most 3 units in the last place in float32 and 5e-14 in
+# float64 (fastmath may reassociate the two-part reduction; tests/kernels/test_fast_exp.py
+# pins both bounds). 2**n is built from its bits, (n + exponent bias) << mantissa bits,
+# reinterpreted as a float.
 # Arguments below the log of the smallest normal number give exactly 0 (so exp(-inf) = 0)
 # where libm would give a subnormal: a difference of at most 1e-38.
 #
@@ -62,6 +65,24 @@ def _bits_as_float(_typingctx, bits):
     return result(bits), codegen
 
 
+@intrinsic
+def _pow2_f32(_typingctx, n):
+    """2**n for a float32 ``n`` holding an integer in [-126, 127]: the bits (n + 127) << 23.
+
+    Written as LLVM instructions because Numba widens int32 arithmetic to int64, which
+    would halve the SIMD lanes of the loop around it (16 float32 lanes, but 8 int64 ones):
+    kept in int32, a softmax's exponential loop runs about 1.4x faster."""
+    if n != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        i32 = ir.IntType(32)
+        k = builder.add(builder.fptosi(args[0], i32), ir.Constant(i32, 127))
+        return builder.bitcast(builder.shl(k, ir.Constant(i32, 23)), ir.FloatType())
+
+    return types.float32(n), codegen
+
+
 @njit(fastmath=FASTMATH, cache=True, inline="always")
 def _exp_f32(x):
     lo = np.float32(-87.0)
@@ -76,10 +97,9 @@ def _exp_f32(x):
     p = p * r + np.float32(0.5)
     p = p * r + np.float32(1.0)
     p = p * r + np.float32(1.0)
-    # Below lo the bits are 0, i.e. 2**n = 0. (Numba widens int32 arithmetic to int64,
-    # hence the cast back before the bit cast.)
-    bits = np.int32(((np.int64(n) + 127) << 23) * (x >= lo))
-    return p * _bits_as_float(bits)
+    # Below lo, exp(x) is taken as 0 (n is clamped there, so 2**n stays a normal number);
+    # a product with 0 or 1, not a conditional, so that the loop stays branch-free.
+    return p * _pow2_f32(n) * np.float32(x >= lo)
 
 
 @njit(fastmath=FASTMATH, cache=True, inline="always")

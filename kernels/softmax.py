@@ -41,19 +41,22 @@ def _softmax_forward(first, stop, step, x, mask_rows, mask_index, has_mask, y):
     for r in range(first, stop, step):
         xr = x[r]
         yr = y[r]
-        src = xr
+        # Two call sites rather than one variable holding either row: x is read-only and
+        # ``shifted`` is not, and a variable of both types compiles to code 1.35x slower.
         if has_mask:
             allowed = mask_rows[mask_index[r]]
             # Masked entries become -inf, whose exponential is exactly 0.
             for j in range(width):
                 shifted[j] = xr[j] if allowed[j if allowed.size > 1 else 0] else neg_inf
-            src = shifted
-        m = row_max(src, lanes)
+            m = row_max(shifted, lanes)
+            total = exp_sub_sum(shifted, m, yr) if m != neg_inf else x.dtype.type(0.0)
+        else:
+            m = row_max(xr, lanes)
+            total = exp_sub_sum(xr, m, yr) if m != neg_inf else x.dtype.type(0.0)
         if m == neg_inf:
             # Nothing allowed (or every score is -inf): define the row as zeros.
             yr[:] = 0.0
             continue
-        total = exp_sub_sum(src, m, yr)
         inv = x.dtype.type(1.0) / total
         for j in range(width):
             yr[j] *= inv
