@@ -30,9 +30,12 @@ import minitransformer as mt
 from benchmarks.harness import median, sync_for
 from benchmarks.train_steps import SHAPES, build_pair, make_batch
 
-# (category, pattern over our Function class names, pattern over PyTorch op names)
+# (category, pattern over our Function class names, pattern over PyTorch op names).
+# Our fused products count as matmul: ActivationLinear (activation + output projection,
+# the activation a small part) and LinearCrossEntropy (the language-model head and its
+# cross-entropy, the products most of it).
 CATEGORIES = [
-    ("matmul", r"^(Linear|MatMul)\.", r"^aten::(mm|addmm|bmm|baddbmm|matmul|linear|addmv|mv)$"),
+    ("matmul", r"^(Linear|MatMul|ActivationLinear|LinearCrossEntropy)\.", r"^aten::(mm|addmm|bmm|baddbmm|matmul|linear|addmv|mv)$"),
     ("attention", r"^FlashAttention\.", r"scaled_dot_product|flash_attention|efficient_attention"),
     ("softmax", r"^Softmax\.", r"^aten::(_?softmax|_softmax_backward_data)$"),
     ("cross-entropy", r"^(CrossEntropy|LogSoftmax)\.",
