@@ -35,7 +35,8 @@ from benchmarks.train_steps import SHAPES, build_pair, make_batch
 # the activation a small part) and LinearCrossEntropy (the language-model head and its
 # cross-entropy, the products most of it).
 CATEGORIES = [
-    ("matmul", r"^(Linear|MatMul|ActivationLinear|LinearCrossEntropy)\.", r"^aten::(mm|addmm|bmm|baddbmm|matmul|linear|addmv|mv)$"),
+    ("matmul", r"^(Linear|MatMul|ActivationLinear|LinearCrossEntropy)\.",
+     r"^aten::(mm|addmm|bmm|baddbmm|matmul|linear|addmv|mv)$"),
     ("attention", r"^FlashAttention\.", r"scaled_dot_product|flash_attention|efficient_attention"),
     ("softmax", r"^Softmax\.", r"^aten::(_?softmax|_softmax_backward_data)$"),
     ("cross-entropy", r"^(CrossEntropy|LogSoftmax)\.",

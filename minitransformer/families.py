@@ -51,6 +51,7 @@ class Family:
     step_flops: Callable            # (config, batch, seq_len, decoder_len, head_rows) -> {weights, attention}
     activations: Callable           # (config, batch, seq_len, decoder_len, itemsize, kernels, mlm_fraction)
     ffn_activation: Callable        # config -> the feed-forward's activation: gelu_tanh, gelu or relu
+    blocked_head: bool = False      # its loss runs the output layer by blocks of rows (F.linear_cross_entropy)
 
     def targets(self, labels, ignore_index: int = -100):
         """Where the loss has a target, as a boolean array (the caller counts it)."""
@@ -135,7 +136,7 @@ FAMILIES = (
            pipeline_tag="text-generation", hub_tags=("gpt2", "causal-lm"),
            make_objective=_clm, shape=_gpt_shape, sample=_gpt_sample,
            parameters=parameters.gpt_parameters, logit_rows=flops.gpt_logit_rows, step_flops=flops.gpt_step_flops,
-           activations=memory.gpt_activations, ffn_activation=lambda c: "gelu_tanh"),
+           activations=memory.gpt_activations, ffn_activation=lambda c: "gelu_tanh", blocked_head=True),
     Family("bert", "encoder-only", models.BERTConfig, models.BERT, objective="mlm", tiny_preset="bert-tiny",
            lr=1e-3, small_lr=2e-3, shifts_labels=False, reports_accuracy=True, batch_key="token_type_ids",
            used_for="sentence classification and token classification (e.g. named entities) after fine-tuning",

@@ -104,24 +104,26 @@ def gpt_activations(c, B, T, decoder_len, b, k, mlm_fraction):
     n, d, f, H, L = B * T, c.n_embd, c.d_ff, c.n_head, c.n_layer
     # Per block: two LayerNorms, q k v (3d: one array), attention output and its
     # heads-merged copy (2d), two projection outputs (2d), two residual sums (2d); the MLP's
-    # pre-activation (f) and activation.
+    # pre-activation (f), whose activation is recomputed in backward (F.activation_linear).
     per_token = 2 * _norm(d, k) + 9 * d + f + 2 * 2 * d * (c.resid_pdrop > 0)  # dropout: mask, out
-    blocks = n * L * (b * per_token + _activation("gelu_tanh", f, b, k))
+    blocks = n * L * b * per_token
     scores = n * b * L * _scores(k, H, T, dropout=c.attn_pdrop > 0)
     # Token lookup and its sum with positions (2d, + 2d with dropout), the position lookup
     # (T d, shared by the rows); after the blocks, ln_f.
     embeddings = n * b * (2 * d + 2 * d * (c.embd_pdrop > 0) + _norm(d, k)) + T * d * b
-    head = logit_rows(c, B, T) * c.vocab_size * b       # logits at all T positions
+    # The blocked head (F.linear_cross_entropy) keeps no logits: it computes its gradients in
+    # forward and hands them to backward, dW with the gradients and dh (d per token) here.
+    head = n * d * b
     return {"blocks": blocks, "attention_scores": scores, "embeddings": embeddings, "head": head}
 
 
 def bert_activations(c, B, T, decoder_len, b, k, mlm_fraction):
     n, h, f, H, L = B * T, c.hidden_size, c.intermediate_size, c.num_attention_heads, c.num_hidden_layers
     # Per block: q, k, v (3h), attention output and merged copy (2h), two projection
-    # outputs (2h), two residual sums (2h), two LayerNorms; the FFN's pre-activation (f)
-    # and activation.
+    # outputs (2h), two residual sums (2h), two LayerNorms; the FFN's pre-activation (f),
+    # whose activation is recomputed in backward (F.activation_linear).
     per_token = 9 * h + 2 * _norm(h, k) + f + 2 * 2 * h * (c.hidden_dropout_prob > 0)
-    blocks = n * L * (b * per_token + _activation(c.hidden_act, f, b, k))
+    blocks = n * L * b * per_token
     scores = n * b * L * _scores(k, H, T, dropout=c.attention_probs_dropout_prob > 0)
     # Word and type lookups, two sums, the LayerNorm (+ dropout mask and output); the
     # position lookup (T h).
@@ -138,8 +140,10 @@ def _t5_ffn(c, b, k):
     f = c.d_ff
     if c.is_gated:   # wi_0 and wi_1 outputs, the GELU, their product
         inner = 3 * f * b + _activation("gelu_tanh", f, b, k)
-    else:            # wi output, ReLU output and mask
+    elif c.dropout_rate > 0:      # wi output, ReLU output and mask (dropout comes between)
         inner = f * b + _activation("relu", f, b, k)
+    else:            # wi output; the ReLU recomputed in backward (F.activation_linear)
+        inner = f * b
     return inner + 2 * f * b * (c.dropout_rate > 0)
 
 
@@ -180,7 +184,8 @@ def backward_workspace(config, batch_size: int, seq_len: int, dtype="float32",
     """Bytes of the largest transient of the backward pass, beyond what the graph holds.
 
     The candidates: the gradient of the logits (as large as the logits; the NumPy reference
-    cross-entropy holds two such arrays, the kernel one); the activation's derivative
+    cross-entropy holds two such arrays, the kernel one; GPT's blocked head, one block of
+    rows of them, during forward); the activation's derivative
     (``_BACKWARD_TEMPORARIES`` arrays of the feed-forward width, one with the GELU kernel);
     with reference attention, the gradient of the (B, H, T, T) probabilities and the two
     temporaries of the softmax backward.
@@ -191,6 +196,13 @@ def backward_workspace(config, batch_size: int, seq_len: int, dtype="float32",
     c = config
     td = decoder_len or seq_len
     rows = logit_rows(c, batch_size, seq_len, decoder_len, mlm_fraction)
+    if family.blocked_head:
+        # The blocked head holds one block of rows of logits at a time (in forward), the
+        # kernel writing their gradient over them.
+        from minitransformer.functional import HEAD_BLOCK
+
+        n_blocks = min(max(1, -(-int(rows) * c.vocab_size // HEAD_BLOCK)), max(int(rows), 1))
+        rows = -(-int(rows) // n_blocks)
     logits = rows * c.vocab_size * b * (1 if k.cross_entropy else 2)
     act, rows = family.ffn_activation(c), batch_size * max(seq_len, td)
     temporaries = 1 if (k.gelu and act != "relu") else _BACKWARD_TEMPORARIES[act]

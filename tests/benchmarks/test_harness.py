@@ -285,11 +285,19 @@ def test_model_flops_count_every_weight_product_the_forward_runs(monkeypatch, fa
         performed.append(2 * rows * weight.shape[0] * weight.shape[1])
         return real(ctx, x, weight, bias)
     monkeypatch.setattr(F.Linear, "forward", staticmethod(counting))
+    real_gemm = F._gemm
+
+    def counting_gemm(a, b, out, trans_a=False, trans_b=False, accumulate=False):
+        # the blocked language-model head (GPT): without gradients, only its logits' products
+        performed.append(2 * out.shape[0] * out.shape[1] * (a.shape[0] if trans_a else a.shape[1]))
+        return real_gemm(a, b, out, trans_a=trans_a, trans_b=trans_b, accumulate=accumulate)
+    monkeypatch.setattr(F, "_gemm", counting_gemm)
     cfg = train_steps.MICRO[family]
     batch = train_steps.make_batch(family, cfg, 2, 16)
     mt.manual_seed(0)
     model = mt.models.build(cfg)
-    model.loss(batch)
+    with mt.no_grad():                  # the forward's products only
+        model.loss(batch)
     # forward 2 FLOPs per multiply-add, backward twice that: 3x the forward's products
     assert train_steps.model_flops(family, cfg, batch)["weights"] == 3 * sum(performed)
 
@@ -391,7 +399,9 @@ def test_op_timer_times_every_op_through_the_engine_hook():
     with OpTimer(lambda: None) as timer:
         model.loss(batch).backward()
     blocks = cfg.n_layer
-    # per block qkv, o, fc, proj; then the tied head
-    assert timer.calls["Linear.forward"] == timer.calls["Linear.backward"] == 4 * blocks + 1
+    # per block qkv, o, fc; proj with the activation; then the tied head with the loss
+    assert timer.calls["Linear.forward"] == timer.calls["Linear.backward"] == 3 * blocks
+    assert timer.calls["ActivationLinear.forward"] == timer.calls["ActivationLinear.backward"] == blocks
+    assert timer.calls["LinearCrossEntropy.forward"] == timer.calls["LinearCrossEntropy.backward"] == 1
     assert set(timer.seconds) == set(timer.calls) and all(s >= 0 for s in timer.seconds.values())
     assert not hooks.observing()
