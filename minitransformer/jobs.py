@@ -126,9 +126,15 @@ class StopSignals:
     def _handle(self, signum, _frame):
         if self.received is None:
             self.received = signum
+            # From now on the default action: the second signal ends the process at once,
+            # killed by that signal (the status its launcher expects), in the kernel. A
+            # Python handler could not promise that: it runs only when the main thread
+            # wakes, and a signal the kernel delivers to another thread (a BLAS worker)
+            # does not wake a main thread asleep in a slow save.
+            for s in self.signals:
+                signal.signal(s, signal.SIG_DFL)
             return
-        # The second signal: stop now. Restore the default action and deliver it again, so
-        # the process ends as killed by that signal (the status its launcher expects).
+        # A second signal that raced the line above: deliver it again, now to the default.
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
 
