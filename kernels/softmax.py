@@ -31,6 +31,18 @@ _NO_INDEX = readonly(np.zeros(1, dtype=np.int64))
 # Kernels
 # ---------------------------------------------------------------------------------------
 
+@njit(fastmath=FASTMATH, cache=True, inline="always")
+def _softmax_row(src, yr, lanes):
+    """yr = softmax(src) for one row; all zeros when nothing is allowed (every entry -inf)."""
+    m = row_max(src, lanes)
+    if m == src.dtype.type(-np.inf):
+        yr[:] = 0.0
+        return
+    inv = src.dtype.type(1.0) / exp_sub_sum(src, m, yr)
+    for j in range(yr.size):
+        yr[j] *= inv
+
+
 @njit(nogil=True, fastmath=FASTMATH, cache=True)
 def _softmax_forward(first, stop, step, x, mask_rows, mask_index, has_mask, y):
     # x, y: (N, V); rows first, first + step, ... < stop
@@ -40,7 +52,6 @@ def _softmax_forward(first, stop, step, x, mask_rows, mask_index, has_mask, y):
     lanes = np.empty(16, x.dtype)
     for r in range(first, stop, step):
         xr = x[r]
-        yr = y[r]
         # Two call sites rather than one variable holding either row: x is read-only and
         # ``shifted`` is not, and a variable of both types compiles to code 1.35x slower.
         if has_mask:
@@ -48,18 +59,9 @@ def _softmax_forward(first, stop, step, x, mask_rows, mask_index, has_mask, y):
             # Masked entries become -inf, whose exponential is exactly 0.
             for j in range(width):
                 shifted[j] = xr[j] if allowed[j if allowed.size > 1 else 0] else neg_inf
-            m = row_max(shifted, lanes)
-            total = exp_sub_sum(shifted, m, yr) if m != neg_inf else x.dtype.type(0.0)
+            _softmax_row(shifted, y[r], lanes)
         else:
-            m = row_max(xr, lanes)
-            total = exp_sub_sum(xr, m, yr) if m != neg_inf else x.dtype.type(0.0)
-        if m == neg_inf:
-            # Nothing allowed (or every score is -inf): define the row as zeros.
-            yr[:] = 0.0
-            continue
-        inv = x.dtype.type(1.0) / total
-        for j in range(width):
-            yr[j] *= inv
+            _softmax_row(xr, y[r], lanes)
 
 
 @njit(nogil=True, fastmath=FASTMATH, cache=True)

@@ -256,6 +256,16 @@ def cross_entropy(logits, targets, ignore_index: int = -100, label_smoothing: fl
 HEAD_BLOCK = 1 << 26
 
 
+def head_blocks(n: int, v: int, block: int = HEAD_BLOCK) -> list:
+    """Bounds [0, ..., n] of the blocks of rows the head runs for n rows of v logits: as few
+    blocks as keep each at most ``block`` logits (at least one row each), sharing the rows
+    evenly. The memory formulas (``scaling.memory``) size the head's workspace from it."""
+    if n == 0:
+        return [0]
+    n_blocks = min(max(1, -(-n * v // max(block, 1))), n)
+    return [n * k // n_blocks for k in range(n_blocks + 1)]
+
+
 def _gemm(a, b, out, trans_a=False, trans_b=False, accumulate=False):
     """out = op(a) op(b), or out += op(a) op(b), op a transpose where asked; every array
     C-contiguous. Returns ``out``.
@@ -282,9 +292,8 @@ def _head_pass(h, weight, targets, row_grad, need, ignore_index, label_smoothing
     h (N, C) and weight (V, C) C-contiguous; ``need``: (dh wanted, dW wanted).
     """
     n, v = h.shape[0], weight.shape[0]
-    n_blocks = min(max(1, -(-n * v // max(block, 1))), n)
-    bounds = [n * k // n_blocks for k in range(n_blocks + 1)] if n else [0]   # even blocks of rows
-    rows = -(-n // n_blocks) if n else 0
+    bounds = head_blocks(n, v, block)
+    rows = max((hi - lo for lo, hi in zip(bounds, bounds[1:])), default=0)
     fwd = kernels.get("cross_entropy_forward", h)
     bwd = kernels.get("cross_entropy_backward", h) if fwd else None
     losses = numpy.empty(n, h.dtype)

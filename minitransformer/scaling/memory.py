@@ -199,10 +199,10 @@ def backward_workspace(config, batch_size: int, seq_len: int, dtype="float32",
     if family.blocked_head:
         # The blocked head holds one block of rows of logits at a time (in forward), the
         # kernel writing their gradient over them.
-        from minitransformer.functional import HEAD_BLOCK
+        from minitransformer.functional import head_blocks
 
-        n_blocks = min(max(1, -(-int(rows) * c.vocab_size // HEAD_BLOCK)), max(int(rows), 1))
-        rows = -(-int(rows) // n_blocks)
+        bounds = head_blocks(int(rows), c.vocab_size)
+        rows = max((hi - lo for lo, hi in zip(bounds, bounds[1:])), default=0)
     logits = rows * c.vocab_size * b * (1 if k.cross_entropy else 2)
     act, rows = family.ffn_activation(c), batch_size * max(seq_len, td)
     temporaries = 1 if (k.gelu and act != "relu") else _BACKWARD_TEMPORARIES[act]
