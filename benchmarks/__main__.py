@@ -90,8 +90,9 @@ def parse_args(argv=None):
                         help="also measure each training contender's peak memory, each alone in a fresh "
                              "process (CPU; adds a few steps per contender)")
     parser.add_argument("--profile", metavar="SPEC", default=None,
-                        help="also profile one training step of FAMILY-SHAPE, e.g. gpt-mini "
-                             "(the default spec of --only profile)")
+                        help="also profile one training step of FAMILY-SHAPE[:CONTENDER], e.g. gpt-mini "
+                             "(the default spec of --only profile; against the transformers twin) or "
+                             "bert-real:pytorch-fast (against PyTorch fast, eager)")
     parser.add_argument("--threads", type=int, default=None,
                         help="threads for Numba, NumPy's BLAS and PyTorch alike (default: one per core)")
     parser.add_argument("--repeat", type=int, default=None, help="timed rounds per figure (default: by mode)")
@@ -135,7 +136,8 @@ def peaks_table(p: dict) -> str:
                          + " | ".join(f"{by_source[k] / 1e9:.1f}" for k in sources) + " |")
     cp = p["copy"]
     lines.append(f"| memory copy {cp['bytes'] / 2 / 2**20:g} MiB (GB/s, read + write) | "
-                 + " | ".join(f"{cp['bytes_per_s'][k] / 1e9:.1f}" for k in sources) + " |")
+                 + " | ".join(f"{cp['bytes_per_s'][k] / 1e9:.1f}" if k in cp["bytes_per_s"] else "-"
+                              for k in sources) + " |")
     best = p["matmul_peak"]
     lines += ["", f"MFU denominator: {best['flop_per_s'] / 1e9:.1f} GFLOP/s, the {best['source']} matmul at "
                   f"{best['n']}^3 (the best sustained rate measured)."]
@@ -158,6 +160,7 @@ def header(env: dict, mode: str) -> str:
         f"precision: {env['precision']}",
         f"NumPy's BLAS: {env['numpy_blas'] or 'unknown'}; host allocator: {env.get('allocator', 'unknown')}; "
         f"idle BLAS threads: {env.get('blas_idle_threads', 'unknown')}",
+    ] + ([f"our linear layers' products: {env['products']}"] if env.get("products") else []) + [
         "load average: " + (" ".join(f"{x:.2f}" for x in load) if load else "unknown"),
     ] + ([f"warning: the load average ({load[0]:.1f}) exceeds the {env['cpu_count']} CPUs; multi-threaded "
           "code waits for its threads to be scheduled, so every figure is slow and noisy; interleaving "

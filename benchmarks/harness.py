@@ -32,6 +32,7 @@ import numpy as np
 
 import minitransformer as mt
 from minitransformer import backend
+from minitransformer.kernels import blas
 
 
 # =======================================================================================
@@ -189,6 +190,7 @@ def set_threads(threads: int | None, torch=None) -> dict:
 
     from minitransformer.dist.threads import set_blas_threads
 
+    blas.library()               # load the library our products run on, so its threads are set too
     if threads:
         numba.set_num_threads(threads)
     n = numba.get_num_threads()
@@ -241,6 +243,7 @@ def environment(device: str, threads: dict, torch=None) -> dict:
         "load_average": load_average(),
         "precision": precision_policy(device, torch),
         "numpy_blas": blas_config(),
+        "products": blas.describe() if device == "cpu" else None,
         # freed memory kept for the next step (mallopt, glibc), or handed back to the system
         "allocator": "keeps freed memory" if backend.keep_freed_memory() else "system default",
         "blas_idle_threads": "sleep at once" if backend.BLAS_THREADS_SLEEP else "spin (OpenBLAS default)",
@@ -300,6 +303,10 @@ def _matmuls(device: str, n: int, torch, sync) -> tuple[dict, dict]:
     da, db = xp.asarray(a), xp.asarray(b)
     dc = xp.empty((n, n), np.float32)
     fns, outs = {ours_name: lambda: xp.matmul(da, db, out=dc)}, {ours_name: dc}
+    if device == "cpu" and blas.library() == "mkl":
+        # the library our linear layers run on, where it is not NumPy's own
+        mc = np.empty((n, n), np.float32)
+        fns["mkl"], outs["mkl"] = (lambda: blas.gemm(a, b, out=mc)), mc
     if torch is not None:
         tdev = "cpu" if device == "cpu" else "cuda"
         ta, tb = torch.from_numpy(a).to(tdev), torch.from_numpy(b).to(tdev)

@@ -2,9 +2,11 @@
 
     python -m benchmarks --only profile                  # GPT mini on the CPU
     python -m benchmarks --only profile --profile bert-tiny
+    python -m benchmarks --only profile --profile bert-real:pytorch-fast --quick
 
-Two views of the same step (the pair of ``train_steps``: our model and its transformers
-twin, same weights, same batch, AdamW):
+Two views of the same step (a pair of ``train_steps``: our model and its transformers
+twin, or with ``:pytorch-fast`` the PyTorch model written for speed; same weights, same
+batch, AdamW):
 
 1. **Phases**, uninstrumented: forward (the loss), backward, optimizer update; the median
    of interleaved steps, so these are the true costs.
@@ -28,7 +30,11 @@ from collections import defaultdict
 import minitransformer as mt
 
 from benchmarks.harness import median, sync_for
-from benchmarks.train_steps import SHAPES, build_pair, make_batch
+from benchmarks.train_steps import SHAPES, build_fast_pair, build_pair, make_batch
+
+# The PyTorch side a profile can set against ours: the transformers twin, or the model
+# written for speed (eager: the profiler reads no compiled graph op by op).
+PROFILE_CONTENDERS = ("pytorch", "pytorch-fast")
 
 # (category, pattern over our Function class names, pattern over PyTorch op names).
 # Our fused products count as matmul: ActivationLinear (activation + output projection,
@@ -200,21 +206,27 @@ def _inside_optimizer(event) -> bool:
     return False
 
 
-def parse_spec(spec: str) -> tuple[str, str]:
-    """("gpt", "mini") from "gpt-mini", or a ValueError naming what is expected."""
-    family, _, shape = spec.partition("-")
-    if shape not in SHAPES or family not in SHAPES[shape][0]:
-        raise ValueError(f"--profile {spec!r}: expected FAMILY-SHAPE with FAMILY one of gpt, bert, t5 "
-                         f"and SHAPE one of {', '.join(SHAPES)} (e.g. gpt-mini)")
-    return family, shape
+def parse_spec(spec: str) -> tuple[str, str, str]:
+    """("gpt", "mini", "pytorch") from "gpt-mini", ("bert", "real", "pytorch-fast") from
+    "bert-real:pytorch-fast", or a ValueError naming what is expected."""
+    head, _, contender = spec.partition(":")
+    family, _, shape = head.partition("-")
+    contender = contender or "pytorch"
+    if shape not in SHAPES or family not in SHAPES[shape][0] or contender not in PROFILE_CONTENDERS:
+        raise ValueError(f"--profile {spec!r}: expected FAMILY-SHAPE[:CONTENDER] with FAMILY one of gpt, bert, "
+                         f"t5, SHAPE one of {', '.join(SHAPES)} and CONTENDER one of "
+                         f"{', '.join(PROFILE_CONTENDERS)} (e.g. gpt-mini, bert-real:pytorch-fast)")
+    return family, shape, contender
 
 
 def profile_step(spec: str = "gpt-mini", device: str = "cpu", steps: int = 3, torch=None) -> dict:
-    """Phases and per-op breakdown of one training step of ``spec`` ("family-shape")."""
-    family, shape = parse_spec(spec)
+    """Phases and per-op breakdown of one training step of ``spec`` ("family-shape[:contender]")."""
+    family, shape, contender = parse_spec(spec)
     configs, batch_size, seq_len = SHAPES[shape]
     cfg = configs[family]
     pair = build_pair(family, cfg, make_batch(family, cfg, batch_size, seq_len), device, torch)
+    if contender == "pytorch-fast":
+        pair = build_fast_pair(pair)
     sync = sync_for(device, torch)
     phases = _phases(pair, steps, sync)
     ours_ops, ours_wall, ours_engine = _ours_ops(pair, steps, sync)
@@ -225,7 +237,7 @@ def profile_step(spec: str = "gpt-mini", device: str = "cpu", steps: int = 3, to
     cats["autograd engine"]["ours"] += ours_engine
     for name, s in torch_ops.items():
         cats[category(name, False)]["pytorch"] += s
-    return {"spec": spec, "device": device, "steps": steps, "phases": phases,
+    return {"spec": spec, "device": device, "steps": steps, "contender": pair.name, "phases": phases,
             "forward_backward_wall": {"ours": ours_wall, "pytorch": torch_wall},
             "categories": dict(cats), "ours_ops": ours_ops, "torch_ops": torch_ops,
             "ours_engine_seconds": ours_engine}
@@ -234,7 +246,7 @@ def profile_step(spec: str = "gpt-mini", device: str = "cpu", steps: int = 3, to
 def table(result: dict, top: int = 12) -> str:
     p = result["phases"]
     lines = [f"profile of one {result['spec']} training step on {result['device']} "
-             f"(medians of {result['steps']} interleaved steps)", "",
+             f"(medians of {result['steps']} interleaved steps; PyTorch: {result['contender']})", "",
              "| phase | ours ms | PyTorch ms | ours / PyTorch time |", "|---|---:|---:|---:|"]
     for phase in ("forward", "backward", "optimizer", "step"):
         a, b = p["ours"][phase], p["pytorch"][phase]

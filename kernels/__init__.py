@@ -12,6 +12,9 @@ Which implementation runs is chosen per call by the functional ops:
 
 A kernel is looked up by name and device with ``get(name, array)``; the lookup imports the
 kernel module lazily, so importing the package never compiles anything.
+
+The CPU's matrix products have their own fast path, ``blas.gemm`` (MKL where installed,
+NumPy's matmul as the reference); the linear ops call it directly.
 """
 # --- Imported under the wrong name? Hand over to the real top-level ``kernels``. ---------
 #

@@ -20,6 +20,7 @@ from minitransformer import backend, kernels
 from minitransformer.autograd import ops as _ops
 from minitransformer.autograd.function import Context, Function, is_grad_enabled, unbroadcast
 from minitransformer.autograd.ops import as_array, gelu, matmul, relu, where  # noqa: F401 (re-exported)
+from minitransformer.kernels import blas as _blas
 from minitransformer.kernels import rng as _rng
 
 xp_of = backend.xp
@@ -266,23 +267,17 @@ def head_blocks(n: int, v: int, block: int = HEAD_BLOCK) -> list:
     return [n * k // n_blocks for k in range(n_blocks + 1)]
 
 
+def _product(a, b, trans_a=False, trans_b=False):
+    """op(a) op(b) for 2-D arrays, op a transpose where asked, as a new array: on MKL where
+    it is installed (kernels/blas.py), on NumPy's matmul in the reference mode."""
+    return _blas.gemm(a, b, trans_a, trans_b, reference=kernels.mode() == "reference")
+
+
 def _gemm(a, b, out, trans_a=False, trans_b=False, accumulate=False):
-    """out = op(a) op(b), or out += op(a) op(b), op a transpose where asked; every array
-    C-contiguous. Returns ``out``.
-
-    A plain product is NumPy's matmul, the BLAS every other product of a step runs on.
-    NumPy's matmul cannot add into its output; BLAS gemm can (C = alpha A B + beta C), so
-    a sum over blocks goes to SciPy's gemm and needs no temporary. BLAS is column-major and
-    sees each row-major matrix transposed, so it computes out^T = op(b)^T op(a)^T, in place.
-    """
-    if not accumulate:
-        return numpy.matmul(a.T if trans_a else a, b.T if trans_b else b, out=out)
-    from scipy.linalg import blas
-
-    gemm = blas.get_blas_funcs("gemm", dtype=out.dtype)
-    gemm(1.0, b.T, a.T, beta=1.0 if accumulate else 0.0, c=out.T, trans_a=trans_b, trans_b=trans_a,
-         overwrite_c=1)
-    return out
+    """out = op(a) op(b), or out += op(a) op(b) (a sum over blocks, with no temporary), op a
+    transpose where asked. Returns ``out``."""
+    return _blas.gemm(a, b, trans_a, trans_b, out=out, beta=1.0 if accumulate else 0.0,
+                      reference=kernels.mode() == "reference")
 
 
 def _head_pass(h, weight, targets, row_grad, need, ignore_index, label_smoothing, block):
@@ -599,7 +594,7 @@ class Linear(Function):
         # One 2-D matrix product over all leading axes: NumPy's batched matmul of a 3-D
         # array by a transposed 2-D one can miss BLAS entirely (100x slower).
         x2 = x.reshape(-1, x.shape[-1])                          # (..., in) -> (N, in)
-        y = (x2 @ weight.T).reshape(*x.shape[:-1], weight.shape[0])   # (N, out) -> (..., out)
+        y = _product(x2, weight, trans_b=True).reshape(*x.shape[:-1], weight.shape[0])  # (N, out) -> (..., out)
         if bias is None:
             return y
         if bias.shape == y.shape[-1:] and bias.dtype == y.dtype:
@@ -611,8 +606,8 @@ class Linear(Function):
     def backward(ctx, g):
         x, w = ctx.x, ctx.weight
         g2 = g.reshape(-1, g.shape[-1])                          # (N, out)
-        dx = (g2 @ w).reshape(x.shape) if ctx.needs_input_grad[0] else None
-        dw = (g2.T @ x.reshape(-1, x.shape[-1])) if ctx.needs_input_grad[1] else None
+        dx = _product(g2, w).reshape(x.shape) if ctx.needs_input_grad[0] else None
+        dw = _product(g2, x.reshape(-1, x.shape[-1]), trans_a=True) if ctx.needs_input_grad[1] else None
         db = g2.sum(axis=0) if ctx.needs_input_grad[2] else None
         return dx, dw, db
 

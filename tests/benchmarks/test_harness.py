@@ -103,6 +103,11 @@ def test_bad_arguments_are_refused():
         cli.parse_args(["--only", "ops,speed"])
     with pytest.raises(SystemExit):
         cli.parse_args(["--profile", "gpt-huge"])
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--profile", "gpt-mini:pytorch-compiled"])   # the profiler reads eager ops only
+    from benchmarks.step_profile import parse_spec
+    assert parse_spec("gpt-mini") == ("gpt", "mini", "pytorch")
+    assert parse_spec("bert-real:pytorch-fast") == ("bert", "real", "pytorch-fast")
     args = cli.parse_args(["--quick", "--only", "train"])
     assert args.parts == ["peaks", "train"]          # MFU needs the peak of the same run
 

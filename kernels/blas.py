@@ -1,0 +1,212 @@
+"""Matrix products on the CPU: C = alpha op(A) op(B) + beta C, op(X) = X or X^T.
+
+A transformer's training step is mostly products: at GPT-2 small, batch 4 x 256, the
+linear layers and the head are nine tenths of its floating-point work. Every product of
+a linear layer goes through ``gemm`` below, so the library that computes it sets the
+speed of the whole step:
+
+- the reference is NumPy's ``matmul`` (the BLAS NumPy ships with: OpenBLAS in its wheels);
+- the fast path is Intel's MKL (``pip install minitransformer[mkl]``), called directly
+  through its C interface (``cblas_sgemm`` / ``cblas_dgemm``). Measured on a 2-core
+  AVX-512 machine, interleaved in one process, MKL runs the products of a GPT-2 layer at
+  315-345 GFLOP/s where the OpenBLAS of NumPy's wheel runs them at 180-300.
+
+Both compute the same sums; only the order of the additions inside each dot product
+differs, so results agree to rounding (tests/kernels/test_gemm.py compares them).
+
+BLAS reads row-major arrays through a leading dimension: row i of A starts lda elements
+after row i-1. A C-contiguous (m, k) array is (m, k) row-major with lda = k; its transpose
+(an F-contiguous view) is the same memory read as op = T, so no operand is ever copied.
+
+Threads: MKL runs on the GNU OpenMP runtime (its "GNU threading layer"), the runtime
+Numba's parallel kernels use, so the products and the fused kernels between them share
+one pool of threads instead of two pools taking the same cores in turn, and MKL uses
+exactly the threads it is given (no dynamic adjustment), so a product's bits do not
+depend on the machine's load.
+
+Reproducibility: a run resumed from a checkpoint holds new arrays at new addresses, and
+must compute what the uninterrupted run computed. On the machines this was measured on
+(AVX-512), MKL's products give the same bits whatever the alignment of their arrays
+(tests/kernels/test_blas.py checks it wherever the suite runs). Where a CPU's code path
+could differ, MKL's own switch guarantees it at a cost (6% of a GPT-2 small step here):
+``MKL_CBWR=AUTO,STRICT`` in the environment.
+"""
+from __future__ import annotations
+
+import ctypes
+import glob
+import os
+import sys
+
+import numpy as np
+
+from minitransformer import backend
+
+# Constants of the C interface (mkl_cblas.h, mkl_service.h).
+_ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
+_THREADING_GNU = 3
+
+_LIBRARY: dict = {}        # the loaded MKL: {"lib": CDLL, "gemm": {dtype: function}, "version": str}
+
+
+def _find_mkl() -> str | None:
+    """The path of MKL's single dynamic library (libmkl_rt), as the ``mkl`` wheel installs it."""
+    try:
+        from importlib.metadata import PackageNotFoundError, files
+        try:
+            for f in files("mkl") or ():
+                if os.path.basename(str(f)).startswith("libmkl_rt.so"):
+                    return str(f.locate())
+        except PackageNotFoundError:
+            pass
+    except ImportError:          # pragma: no cover - importlib.metadata is always there
+        pass
+    for prefix in dict.fromkeys((sys.prefix, sys.base_prefix)):
+        found = sorted(glob.glob(os.path.join(prefix, "lib", "libmkl_rt.so*")))
+        if found:
+            return found[0]
+    return None
+
+
+def _load() -> dict:
+    """Load MKL once (empty dict when it is not installed or this is no x86-64 Linux)."""
+    if "lib" in _LIBRARY or _LIBRARY.get("absent"):
+        return _LIBRARY
+    path = None if os.environ.get("MINITRANSFORMER_GEMM", "").lower() == "numpy" else _find_mkl()
+    if path is None:
+        _LIBRARY["absent"] = True
+        return _LIBRARY
+    lib = ctypes.CDLL(path)
+    # Chosen before the first computing call, which is when MKL fixes them.
+    if "MKL_THREADING_LAYER" not in os.environ:
+        lib.MKL_Set_Threading_Layer(ctypes.c_int(_THREADING_GNU))
+    if "MKL_DYNAMIC" not in os.environ:
+        lib.MKL_Set_Dynamic(ctypes.c_int(0))
+    if "MKL_NUM_THREADS" not in os.environ:
+        # MKL counts physical cores; Numba's kernels (and NumPy's BLAS) take every core the
+        # process may use, or what the user gave Numba: MKL takes the same.
+        lib.MKL_Set_Num_Threads(ctypes.c_int(_threads()))
+    c_int, P = ctypes.c_int, ctypes.c_void_p
+    gemms = {}
+    for dtype, name, scalar in ((np.float32, "cblas_sgemm", ctypes.c_float),
+                                (np.float64, "cblas_dgemm", ctypes.c_double)):
+        fn = getattr(lib, name)
+        fn.argtypes = [c_int, c_int, c_int, c_int, c_int, c_int, scalar, P, c_int, P, c_int, scalar, P, c_int]
+        fn.restype = None
+        gemms[np.dtype(dtype)] = fn
+    buf = ctypes.create_string_buffer(256)
+    lib.MKL_Get_Version_String(buf, ctypes.c_int(len(buf)))
+    _LIBRARY.update(lib=lib, gemm=gemms, path=path, version=buf.value.decode(errors="replace").strip())
+    return _LIBRARY
+
+
+def _threads() -> int:
+    """Numba's thread count where Numba is loaded, else the cores this process may use."""
+    if "numba" in sys.modules:
+        return sys.modules["numba"].get_num_threads()
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:       # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def library() -> str:
+    """Which library runs the CPU products: "mkl" or "numpy" (NumPy's own BLAS)."""
+    return "mkl" if "lib" in _load() else "numpy"
+
+
+def describe() -> str:
+    """One line for reports: the library and, for MKL, its version and threads."""
+    mkl = _load()
+    if "lib" not in mkl:
+        return "NumPy's BLAS (install minitransformer[mkl] for MKL)"
+    threads = mkl["lib"].MKL_Get_Max_Threads()
+    layer = os.environ.get("MKL_THREADING_LAYER", "GNU OpenMP, shared with Numba's kernels")
+    return f"MKL ({mkl['version']}; {threads} threads; threading: {layer})"
+
+
+def _row_major(x: np.ndarray) -> tuple[np.ndarray, bool, int] | None:
+    """(array, transposed, leading dimension) reading the 2-D ``x`` as BLAS row-major
+    memory: x itself (rows of stride lda), or x^T when x is a transposed view; None when
+    x's strides are neither."""
+    item = x.itemsize
+    s0, s1 = x.strides
+    rows, cols = x.shape
+    if (s1 == item or cols == 1) and s0 % item == 0 and s0 // item >= max(cols, 1):
+        return x, False, s0 // item
+    if (s0 == item or rows == 1) and s1 % item == 0 and s1 // item >= max(rows, 1):
+        return x, True, s1 // item
+    return None
+
+
+def _mkl_gemm(fn, a, b, trans_a, trans_b, out, alpha, beta) -> bool:
+    """One cblas gemm call, or False when an operand's layout is not one BLAS reads."""
+    ra, rb, rc = _row_major(a), _row_major(b), _row_major(out)
+    if ra is None or rb is None or rc is None or rc[1]:
+        return False
+    m, n = out.shape
+    k = a.shape[0] if trans_a else a.shape[1]
+    # a transposed view is its own transpose in row-major memory: flip the op instead
+    ta = trans_a != ra[1]
+    tb = trans_b != rb[1]
+    fn(_ROW_MAJOR, _TRANS if ta else _NO_TRANS, _TRANS if tb else _NO_TRANS, m, n, k,
+       alpha, a.ctypes.data, ra[2], b.ctypes.data, rb[2], beta, out.ctypes.data, rc[2])
+    return True
+
+
+def gemm(a, b, trans_a: bool = False, trans_b: bool = False, out=None, alpha: float = 1.0,
+         beta: float = 0.0, reference: bool = False):
+    """out = alpha op(a) op(b) + beta out for 2-D arrays; returns out (new when None).
+
+    op(x) is x, or x^T where ``trans_*`` is set. ``beta`` other than 0 needs ``out``
+    (accumulating into it). ``reference`` runs NumPy's matmul whatever is installed.
+    """
+    if a.ndim != 2 or b.ndim != 2:
+        raise ValueError(f"gemm: operands must be 2-D, got shapes {a.shape} and {b.shape}")
+    m, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
+    kb, n = (b.shape[1], b.shape[0]) if trans_b else b.shape
+    if k != kb:
+        raise ValueError(f"gemm: op(a) {(m, k)} (from shape {a.shape}) and op(b) {(kb, n)} (from shape "
+                         f"{b.shape}) do not chain: {k} != {kb}")
+    if out is None:
+        if beta != 0:
+            raise ValueError("gemm: beta other than 0 adds to out, so out must be given")
+        out = backend.xp(a).empty((m, n), dtype=np.result_type(a.dtype, b.dtype))
+    elif out.shape != (m, n):
+        raise ValueError(f"gemm: out has shape {out.shape}, the product of op(a) {(m, k)} and op(b) "
+                         f"{(kb, n)} has shape {(m, n)}")
+    mkl = None if reference else _load()
+    fn = (mkl or {}).get("gemm", {}).get(out.dtype)
+    if (fn is not None and m and n and k and type(a) is np.ndarray and type(b) is np.ndarray
+            and type(out) is np.ndarray and a.dtype == b.dtype == out.dtype and out.flags.writeable
+            and _mkl_gemm(fn, a, b, trans_a, trans_b, out, alpha, beta)):
+        return out
+    return _numpy_gemm(a, b, trans_a, trans_b, out, alpha, beta)
+
+
+def _numpy_gemm(a, b, trans_a, trans_b, out, alpha, beta):
+    """The reference: the array module's matmul. NumPy's matmul cannot add into its output,
+    so an accumulating product on NumPy arrays goes to SciPy's gemm on the same BLAS (no
+    temporary); elsewhere it is scaled and added in separate passes."""
+    xp = backend.xp(out)
+    if beta == 0:
+        xp.matmul(a.T if trans_a else a, b.T if trans_b else b, out=out)
+        if alpha != 1:
+            out *= alpha
+        return out
+    if (xp is np and out.dtype in (np.float32, np.float64) and a.dtype == b.dtype == out.dtype
+            and out.flags.c_contiguous):
+        from scipy.linalg import blas
+
+        # BLAS is column-major and sees each row-major matrix transposed: it computes
+        # out^T = op(b)^T op(a)^T in place, reading b^T and a^T (no copies) with the ops swapped
+        scipy_gemm = blas.get_blas_funcs("gemm", dtype=out.dtype)
+        scipy_gemm(alpha, b.T, a.T, beta=beta, c=out.T, trans_a=trans_b, trans_b=trans_a, overwrite_c=True)
+        return out
+    product = xp.matmul(a.T if trans_a else a, b.T if trans_b else b)
+    if alpha != 1:
+        product *= alpha
+    if beta != 1:
+        out *= beta
+    out += product
+    return out
