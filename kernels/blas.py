@@ -12,7 +12,7 @@ speed of the whole step:
   315-345 GFLOP/s where the OpenBLAS of NumPy's wheel runs them at 180-300.
 
 Both compute the same sums; only the order of the additions inside each dot product
-differs, so results agree to rounding (tests/kernels/test_gemm.py compares them).
+differs, so results agree to rounding (tests/kernels/test_blas.py compares them).
 
 BLAS reads row-major arrays through a leading dimension: row i of A starts lda elements
 after row i-1. A C-contiguous (m, k) array is (m, k) row-major with lda = k; its transpose
@@ -37,6 +37,7 @@ import ctypes
 import glob
 import os
 import sys
+from importlib import metadata
 
 import numpy as np
 
@@ -52,14 +53,10 @@ _LIBRARY: dict = {}        # the loaded MKL: {"lib": CDLL, "gemm": {dtype: funct
 def _find_mkl() -> str | None:
     """The path of MKL's single dynamic library (libmkl_rt), as the ``mkl`` wheel installs it."""
     try:
-        from importlib.metadata import PackageNotFoundError, files
-        try:
-            for f in files("mkl") or ():
-                if os.path.basename(str(f)).startswith("libmkl_rt.so"):
-                    return str(f.locate())
-        except PackageNotFoundError:
-            pass
-    except ImportError:          # pragma: no cover - importlib.metadata is always there
+        for f in metadata.files("mkl") or ():
+            if os.path.basename(str(f)).startswith("libmkl_rt.so"):
+                return str(f.locate())
+    except metadata.PackageNotFoundError:
         pass
     for prefix in dict.fromkeys((sys.prefix, sys.base_prefix)):
         found = sorted(glob.glob(os.path.join(prefix, "lib", "libmkl_rt.so*")))
@@ -69,7 +66,8 @@ def _find_mkl() -> str | None:
 
 
 def _load() -> dict:
-    """Load MKL once (empty dict when it is not installed or this is no x86-64 Linux)."""
+    """Load MKL once: {"lib", "gemm", "version"}, or {"absent": True} where it is not
+    installed or MINITRANSFORMER_GEMM=numpy turns it off."""
     if "lib" in _LIBRARY or _LIBRARY.get("absent"):
         return _LIBRARY
     path = None if os.environ.get("MINITRANSFORMER_GEMM", "").lower() == "numpy" else _find_mkl()
@@ -96,7 +94,7 @@ def _load() -> dict:
         gemms[np.dtype(dtype)] = fn
     buf = ctypes.create_string_buffer(256)
     lib.MKL_Get_Version_String(buf, ctypes.c_int(len(buf)))
-    _LIBRARY.update(lib=lib, gemm=gemms, path=path, version=buf.value.decode(errors="replace").strip())
+    _LIBRARY.update(lib=lib, gemm=gemms, version=buf.value.decode(errors="replace").strip())
     return _LIBRARY
 
 
@@ -125,32 +123,32 @@ def describe() -> str:
     return f"MKL ({mkl['version']}; {threads} threads; threading: {layer})"
 
 
-def _row_major(x: np.ndarray) -> tuple[np.ndarray, bool, int] | None:
-    """(array, transposed, leading dimension) reading the 2-D ``x`` as BLAS row-major
-    memory: x itself (rows of stride lda), or x^T when x is a transposed view; None when
-    x's strides are neither."""
+def _row_major(x: np.ndarray) -> tuple[bool, int] | None:
+    """(transposed, leading dimension) reading the 2-D ``x`` as BLAS row-major memory: x
+    itself (rows of stride lda), or x^T when x is a transposed view; None when x's strides
+    are neither."""
     item = x.itemsize
     s0, s1 = x.strides
     rows, cols = x.shape
     if (s1 == item or cols == 1) and s0 % item == 0 and s0 // item >= max(cols, 1):
-        return x, False, s0 // item
+        return False, s0 // item
     if (s0 == item or rows == 1) and s1 % item == 0 and s1 // item >= max(rows, 1):
-        return x, True, s1 // item
+        return True, s1 // item
     return None
 
 
 def _mkl_gemm(fn, a, b, trans_a, trans_b, out, alpha, beta) -> bool:
     """One cblas gemm call, or False when an operand's layout is not one BLAS reads."""
     ra, rb, rc = _row_major(a), _row_major(b), _row_major(out)
-    if ra is None or rb is None or rc is None or rc[1]:
+    if ra is None or rb is None or rc is None or rc[0]:
         return False
     m, n = out.shape
     k = a.shape[0] if trans_a else a.shape[1]
     # a transposed view is its own transpose in row-major memory: flip the op instead
-    ta = trans_a != ra[1]
-    tb = trans_b != rb[1]
+    ta = trans_a != ra[0]
+    tb = trans_b != rb[0]
     fn(_ROW_MAJOR, _TRANS if ta else _NO_TRANS, _TRANS if tb else _NO_TRANS, m, n, k,
-       alpha, a.ctypes.data, ra[2], b.ctypes.data, rb[2], beta, out.ctypes.data, rc[2])
+       alpha, a.ctypes.data, ra[1], b.ctypes.data, rb[1], beta, out.ctypes.data, rc[1])
     return True
 
 
@@ -170,7 +168,8 @@ def gemm(a, b, trans_a: bool = False, trans_b: bool = False, out=None, alpha: fl
                          f"{b.shape}) do not chain: {k} != {kb}")
     if out is None:
         if beta != 0:
-            raise ValueError("gemm: beta other than 0 adds to out, so out must be given")
+            raise ValueError(f"gemm: beta={beta} adds the product to out, but out is None; pass the "
+                             f"array to accumulate into as out= (shape {(m, n)}), or leave beta at 0")
         out = backend.xp(a).empty((m, n), dtype=np.result_type(a.dtype, b.dtype))
     elif out.shape != (m, n):
         raise ValueError(f"gemm: out has shape {out.shape}, the product of op(a) {(m, k)} and op(b) "
