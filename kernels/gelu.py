@@ -22,17 +22,27 @@ which neither overflows nor cancels for any z. The exponential is the vectorisab
 
 The exact form needs erf, which neither NumPy nor Numba offers as vectorisable code (a
 scalar libm call is several times slower than the rest of the loop). :func:`erf` below is
-written as two polynomials, also plain arithmetic:
+written as polynomials, plain arithmetic, one set per float type, so that float32 runs in
+float32 (twice the SIMD lanes of float64, and lower degrees):
 
-    |x| <= 1:     erf(x) = x P(x^2)                          P of degree 10
-    1 < |x|:      erf(x) = sign(x) (1 - exp(-x^2) Q(x))      Q of degree 24 on [1, 6]
+    float64, |x| <= 1:    erf(x) = x P(x^2)                         P of degree 10
+             1 < |x|:     erf(x) = sign(x) (1 - exp(-x^2) Q(u))     u = (2|x| - 7) / 5
+    float32, |x| <= 1:    erf(x) = x P32(x^2)                       P32 of degree 5
+             1 < |x|:     erf(x) = sign(x) (1 - exp(-x^2) t R(u))   t = 1 / (1 + |x|), u = 4t - 1
 
-where Q approximates erfcx(x) = exp(x^2) erfc(x), a smooth function with no cancellation;
-beyond |x| = 6, erfc(x) < 2e-17 and erf(x) = +-1 in float64. The coefficients are least-
-squares fits at Chebyshev points (of erf(x)/x in x^2, and of erfcx in (2x - 7)/5, which maps
-[1, 6] to [-1, 1]) against values computed to 40 digits; the tests check the result against
-``scipy.special.erf`` to a relative 1e-10 (it is about 4e-15). The exact form computes in
-float64 for both float dtypes: one set of coefficients, and still SIMD code.
+Q (degree 24, on |x| in [1, 6]) and t R (degree 8, on |x| >= 1, t in (0, 1/2]) approximate
+erfcx(x) = exp(x^2) erfc(x), a smooth function with no cancellation; erfcx(x) ~ 1/(x sqrt pi)
+for large x, which is why the float32 form has the factor t and a variable that stays bounded
+as x grows. Beyond |x| = 6, erfc(x) < 2e-17 and erf(x) = +-1 in float64. The float64
+coefficients are least-squares fits at Chebyshev points (of erf(x)/x in x^2, and of erfcx in u)
+against values computed to 40 digits; the float32 ones are fits of least maximum relative
+error against SciPy's float64 erf and erfcx (``tools/fit_erf.py`` recomputes them). The tests
+check erf against ``scipy.special.erf`` to a relative 1e-10 in float64 (it is about 4e-15)
+and 1e-6 in float32 (it is about 2e-7, 3 units in the last place). In the float32 tail,
+Phi(a) = erfc(-a / sqrt 2) / 2 keeps a relative error of about 2e-7 (1 + a^2), from the
+rounding of a^2 in exp(-a^2 / 2), down to a = -13, where Phi falls below the smallest normal
+float32 and the kernel returns 0; the usual form (1 + erf) / 2 loses all relative accuracy
+there already near a = -5.
 
 Work is split into fixed chunks of ``CHUNK`` elements shared among threads by
 ``run_parallel``; an array of at most one chunk runs on the calling thread alone, so a small
@@ -43,7 +53,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 
 from ._cpu import FASTMATH, compute_dtype, fast_exp, readonly, run_parallel
 
@@ -80,6 +91,17 @@ _ERFCX_Q = np.array([
 ])
 _ERFC_CUTOFF = 6.0
 
+# float32: erf(x) / x ~ P32(x^2) on |x| <= 1, and erfcx(x) ~ t R32(4t - 1) with t = 1/(1 + x)
+# on x >= 1; highest power first (tools/fit_erf.py).
+_ERF_P32 = np.array([
+    -5.6313694e-04, 4.9175159e-03, -2.6711253e-02, 1.1280177e-01, -3.7612325e-01,
+    1.1283791e+00,
+], np.float32)
+_ERFCX_R32 = np.array([
+    4.0919145e-05, -4.9293878e-05, -2.8804824e-04, 7.8957336e-04, 1.2282553e-03,
+    -9.2031695e-03, -7.3073469e-03, 1.5395169e-01, 7.1600461e-01,
+], np.float32)
+
 
 # ---------------------------------------------------------------------------------------
 # Scalar building blocks, inlined into the loops below.
@@ -96,12 +118,7 @@ def _horner(coeffs, x):
 
 
 @njit(fastmath=FASTMATH, cache=True, inline="always")
-def _erf_parts(z):
-    """For a float64 z: (erf(z) for |z| <= 1, erfc(|z|) for |z| > 1, exp(-z^2)).
-
-    Both branches are computed for every element and the caller selects: a select
-    vectorises, a branch would not.
-    """
+def _erf_parts_f64(z):
     e = fast_exp(-z * z)
     small = z * _horner(_ERF_P, z * z)
     u = (2.0 * min(abs(z), _ERFC_CUTOFF) - 7.0) / 5.0
@@ -110,14 +127,44 @@ def _erf_parts(z):
 
 
 @njit(fastmath=FASTMATH, cache=True, inline="always")
-def _normal_cdf_pdf(a):
-    """Phi(a) and phi(a) of a float64, from erf(a / sqrt 2) (Phi = (1 + erf) / 2)."""
-    z = a * _INV_SQRT_2
+def _erf_parts_f32(z):
+    one = np.float32(1.0)
+    e = fast_exp(-z * z)                          # 0 for |z| > 9.3: erfc below float32's range
+    small = z * _horner(_ERF_P32, z * z)
+    t = one / (one + abs(z))
+    tail = e * t * _horner(_ERFCX_R32, np.float32(4.0) * t - one)
+    return small, tail, e
+
+
+def _erf_parts(z):
+    """For a float32 or float64 z: (erf(z) for |z| <= 1, erfc(|z|) for |z| > 1, exp(-z^2)),
+    in z's own type.
+
+    Both branches are computed for every element and the caller selects: a select
+    vectorises, a branch would not.
+    """
+    return (_erf_parts_f32 if isinstance(z, np.float32) else _erf_parts_f64)(z)
+
+
+@overload(_erf_parts, jit_options={"fastmath": FASTMATH}, inline="always")
+def _erf_parts_jit(z):
+    if z == types.float32:
+        return lambda z: _erf_parts_f32(z)
+    if z == types.float64:
+        return lambda z: _erf_parts_f64(z)
+    return None
+
+
+@njit(fastmath=FASTMATH, cache=True, inline="always")
+def _normal_cdf_pdf(a, half, one, inv_sqrt2, inv_sqrt_2pi):
+    """Phi(a) and phi(a) from erf(a / sqrt 2) (Phi = (1 + erf) / 2), in a's type; the
+    constants come in that type too (a float64 constant would widen float32 arithmetic)."""
+    z = a * inv_sqrt2
     small, tail, e = _erf_parts(z)
     # In the tail, Phi is 1 - erfc/2 or, for negative a, erfc/2 itself: no cancellation.
-    cdf_tail = 0.5 * tail if z < 0.0 else 1.0 - 0.5 * tail
-    cdf = 0.5 + 0.5 * small if abs(z) <= 1.0 else cdf_tail
-    return cdf, _INV_SQRT_2PI * e                 # exp(-z^2) = exp(-a^2 / 2)
+    cdf_tail = half * tail if z < 0 else one - half * tail
+    cdf = half + half * small if abs(z) <= one else cdf_tail
+    return cdf, inv_sqrt_2pi * e                  # exp(-z^2) = exp(-a^2 / 2)
 
 
 @njit(fastmath=FASTMATH, cache=True, inline="always")
@@ -149,32 +196,37 @@ def _sigmoid_2u(a, one, c2, k, k3):
 
 @njit(nogil=True, fastmath=FASTMATH, error_model="numpy", cache=True)
 def _erf(first, stop, step, chunk, x, y):
+    one = x.dtype.type(1.0)
     hi = min(stop * chunk, x.size)
     xs, ys = x[first * chunk:hi], y[first * chunk:hi]
     for i in range(xs.size):
-        z = np.float64(xs[i])
+        z = xs[i]
         small, tail, _ = _erf_parts(z)
-        big = 1.0 - tail
-        ys[i] = small if abs(z) <= 1.0 else (big if z >= 0.0 else -big)
+        big = one - tail
+        ys[i] = small if abs(z) <= one else (big if z >= 0 else -big)
 
 
 @njit(nogil=True, fastmath=FASTMATH, error_model="numpy", cache=True)
 def _gelu_erf_forward(first, stop, step, chunk, x, y):
+    t = x.dtype.type
+    half, one, r2, rpi = t(0.5), t(1.0), t(_INV_SQRT_2), t(_INV_SQRT_2PI)
     hi = min(stop * chunk, x.size)
     xs, ys = x[first * chunk:hi], y[first * chunk:hi]
     for i in range(xs.size):
-        a = np.float64(xs[i])
-        cdf, _ = _normal_cdf_pdf(a)
+        a = xs[i]
+        cdf, _ = _normal_cdf_pdf(a, half, one, r2, rpi)
         ys[i] = a * cdf
 
 
 @njit(nogil=True, fastmath=FASTMATH, error_model="numpy", cache=True)
 def _gelu_erf_backward(first, stop, step, chunk, x, g, dx):
+    t = x.dtype.type
+    half, one, r2, rpi = t(0.5), t(1.0), t(_INV_SQRT_2), t(_INV_SQRT_2PI)
     lo, hi = first * chunk, min(stop * chunk, x.size)
     xs, gs, dxs = x[lo:hi], g[lo:hi], dx[lo:hi]
     for i in range(xs.size):
-        a = np.float64(xs[i])
-        cdf, pdf = _normal_cdf_pdf(a)
+        a = xs[i]
+        cdf, pdf = _normal_cdf_pdf(a, half, one, r2, rpi)
         dxs[i] = gs[i] * (cdf + a * pdf)
 
 
@@ -221,7 +273,8 @@ def _launch(kernel, arrays, out_dtype, chunk):
 
 
 def erf(x, chunk: int = CHUNK):
-    """The error function of a float array, elementwise (float64 arithmetic for any dtype)."""
+    """The error function of a float array, elementwise, in float32 for float32 input and
+    float64 for float64 (other dtypes compute in float32)."""
     x = np.asarray(x)
     dtype = compute_dtype(x.dtype)
     flat = readonly(x, dtype).reshape(-1)

@@ -4,6 +4,9 @@ The reference is ``F.gelu`` through autograd under ``kernels.using("reference")`
 kernels are called directly, with small chunk sizes so that several chunks (and threads)
 share even a small array, and through ``F.gelu`` in "auto" mode.
 """
+import importlib.util
+import pathlib
+
 import numpy as np
 import pytest
 import scipy.special
@@ -72,6 +75,41 @@ def test_erf_is_accurate_to_a_relative_tolerance(dtype, tol):
     rel = np.abs(got.astype(np.float64) - expected) / np.abs(expected)
     worst = int(np.argmax(rel))
     assert rel[worst] <= tol, f"erf({x[worst]!r}) = {got[worst]!r}, scipy {expected[worst]!r}"
+
+
+def test_float32_gelu_is_accurate_against_scipy_into_the_tail():
+    """The float32 kernel computes in float32 (its own polynomials): against SciPy's float64
+    normal CDF, GELU and its slope keep a relative error of 2e-7 (1 + a^2) from a = -13
+    (where Phi(a) is near the smallest normal float32) to a = 8, the tail included, where
+    (1 + erf) / 2 would have lost every digit."""
+    rng = np.random.default_rng(3)
+    a = np.concatenate([np.linspace(-13.0, 8.0, 200_001), rng.standard_normal(50_000)]).astype(np.float32)
+    a64 = a.astype(np.float64)
+    cdf = scipy.special.ndtr(a64)
+    pdf = np.exp(-a64 * a64 / 2) / np.sqrt(2 * np.pi)
+    y, saved = G.gelu_forward(a, "none")
+    dy = G.gelu_backward(saved, np.ones_like(a), "none")
+    assert y.dtype == np.float32 and dy.dtype == np.float32
+    bound = 3e-7 * (1.0 + a64 * a64)
+    y_err = np.abs(y - a64 * cdf) / (np.abs(a64) * cdf)
+    # The slope Phi + a phi crosses zero near a = -0.75: bound by the size of its two terms.
+    dy_err = np.abs(dy - (cdf + a64 * pdf)) / (cdf + np.abs(a64) * pdf)
+    for name, err in (("forward", y_err), ("backward", dy_err)):
+        worst = int(np.argmax(err / bound))
+        assert err[worst] <= bound[worst], f"{name} at a = {a[worst]!r}: relative error {err[worst]:.3g}"
+
+
+def test_float32_coefficients_are_the_fit_the_tool_computes():
+    """tools/fit_erf.py recomputes the float32 coefficients; they are the kernel's."""
+    path = pathlib.Path(__file__).resolve().parents[2] / "tools" / "fit_erf.py"
+    spec = importlib.util.spec_from_file_location("fit_erf", path)
+    fit_erf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fit_erf)
+    p32, r32 = fit_erf.fit_small(), fit_erf.fit_tail()
+    np.testing.assert_allclose(p32, G._ERF_P32, rtol=1e-5)
+    np.testing.assert_allclose(r32, G._ERFCX_R32, rtol=1e-4)
+    e_small, e_tail = fit_erf.float32_errors(G._ERF_P32, G._ERFCX_R32)
+    assert e_small < 2.5e-7 and e_tail < 3e-7, (e_small, e_tail)
 
 
 def test_erf_special_values():
