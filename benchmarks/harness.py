@@ -190,7 +190,7 @@ def set_threads(threads: int | None, torch=None) -> dict:
 
     from minitransformer.dist.threads import set_blas_threads
 
-    blas.library()               # load the library our products run on, so its threads are set too
+    blas.mkl_installed()         # load MKL where installed (used or not), so its threads are set too
     if threads:
         numba.set_num_threads(threads)
     n = numba.get_num_threads()
@@ -303,10 +303,15 @@ def _matmuls(device: str, n: int, torch, sync) -> tuple[dict, dict]:
     da, db = xp.asarray(a), xp.asarray(b)
     dc = xp.empty((n, n), np.float32)
     fns, outs = {ours_name: lambda: xp.matmul(da, db, out=dc)}, {ours_name: dc}
-    if device == "cpu" and blas.library() == "mkl":
-        # the library our linear layers run on, where it is not NumPy's own
+    if device == "cpu" and blas.mkl_installed():
+        # MKL where installed, whether or not our linear layers run on it on this CPU (they
+        # do on Intel's; the header line says which library they use)
         mc = np.empty((n, n), np.float32)
-        fns["mkl"], outs["mkl"] = (lambda: blas.gemm(a, b, out=mc)), mc
+
+        def mkl_product():
+            with blas.using("mkl"):
+                blas.gemm(a, b, out=mc)
+        fns["mkl"], outs["mkl"] = mkl_product, mc
     if torch is not None:
         tdev = "cpu" if device == "cpu" else "cuda"
         ta, tb = torch.from_numpy(a).to(tdev), torch.from_numpy(b).to(tdev)

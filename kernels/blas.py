@@ -7,9 +7,17 @@ speed of the whole step:
 
 - the reference is NumPy's ``matmul`` (the BLAS NumPy ships with: OpenBLAS in its wheels);
 - the fast path is Intel's MKL (``pip install minitransformer[mkl]``), called directly
-  through its C interface (``cblas_sgemm`` / ``cblas_dgemm``). Measured on a 2-core
-  AVX-512 machine, interleaved in one process, MKL runs the products of a GPT-2 layer at
-  315-345 GFLOP/s where the OpenBLAS of NumPy's wheel runs them at 180-300.
+  through its C interface (``cblas_sgemm`` / ``cblas_dgemm``), on Intel's CPUs. Measured on
+  a 2-core AVX-512 Intel machine, interleaved in one process, MKL runs the products of a
+  GPT-2 layer at 315-345 GFLOP/s where the OpenBLAS of NumPy's wheel runs them at 180-300.
+  On an AMD EPYC (Zen 4, AVX-512) the same MKL ran a 2048^3 product at 186 GFLOP/s against
+  OpenBLAS's 349, and a GPT-2 small step took 5.5 s on it against 2.6 s on OpenBLAS: MKL
+  does not take its fast code paths on other vendors' CPUs. So MKL multiplies only where the
+  CPU says "GenuineIntel"; elsewhere NumPy's BLAS does, installed or not.
+
+``MINITRANSFORMER_GEMM`` overrides the choice for a process: ``numpy`` or ``mkl`` (``auto``,
+the default, is the rule above); :func:`using` overrides it for a block of code (the tests
+and the benchmarks' peaks use it to run both libraries in one process).
 
 Both compute the same sums; only the order of the additions inside each dot product
 differs, so results agree to rounding (tests/kernels/test_blas.py compares them).
@@ -33,6 +41,7 @@ could differ, MKL's own switch guarantees it at a cost (6% of a GPT-2 small step
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import glob
 import os
@@ -47,7 +56,12 @@ from minitransformer import backend
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 _THREADING_GNU = 3
 
-_LIBRARY: dict = {}        # the loaded MKL: {"lib": CDLL, "gemm": {dtype: function}, "version": str}
+CHOICES = ("auto", "mkl", "numpy")
+
+_MKL: dict = {}            # MKL once loaded ({"lib": CDLL, "gemm": {dtype: function}, "version"}),
+                           # or {"absent": True} once looked for in vain
+_POLICY: dict = {}         # the process's choice, decided once: {"mkl": _MKL or None, "why": str}
+_USING: list = []          # choices of enclosing ``using`` blocks, innermost last
 
 
 def _find_mkl() -> str | None:
@@ -65,15 +79,15 @@ def _find_mkl() -> str | None:
     return None
 
 
-def _load() -> dict:
-    """Load MKL once: {"lib", "gemm", "version"}, or {"absent": True} where it is not
-    installed or MINITRANSFORMER_GEMM=numpy turns it off."""
-    if "lib" in _LIBRARY or _LIBRARY.get("absent"):
-        return _LIBRARY
-    path = None if os.environ.get("MINITRANSFORMER_GEMM", "").lower() == "numpy" else _find_mkl()
+def _mkl() -> dict:
+    """Load MKL once, whether or not the products will run on it: {"lib", "gemm", "version"},
+    or {} where MKL is not installed."""
+    if "lib" in _MKL or "absent" in _MKL:
+        return _MKL if "lib" in _MKL else {}
+    path = _find_mkl()
     if path is None:
-        _LIBRARY["absent"] = True
-        return _LIBRARY
+        _MKL["absent"] = True
+        return {}
     lib = ctypes.CDLL(path)
     # Chosen before the first computing call, which is when MKL fixes them.
     if "MKL_THREADING_LAYER" not in os.environ:
@@ -94,8 +108,66 @@ def _load() -> dict:
         gemms[np.dtype(dtype)] = fn
     buf = ctypes.create_string_buffer(256)
     lib.MKL_Get_Version_String(buf, ctypes.c_int(len(buf)))
-    _LIBRARY.update(lib=lib, gemm=gemms, version=buf.value.decode(errors="replace").strip())
-    return _LIBRARY
+    _MKL.update(lib=lib, gemm=gemms, version=buf.value.decode(errors="replace").strip())
+    return _MKL
+
+
+def cpu_vendor() -> str | None:
+    """The CPU's vendor string ("GenuineIntel", "AuthenticAMD", ...) or None where unknown."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def _check_choice(choice: str, where: str) -> str:
+    choice = choice.strip().lower() or "auto"
+    if choice not in CHOICES:
+        raise ValueError(f"{where}: {choice!r} is not a product library; expected one of {', '.join(CHOICES)}")
+    return choice
+
+
+def _decide(choice: str) -> dict:
+    """{"mkl": the MKL to multiply on or None, "why": one line saying why}."""
+    if choice == "numpy":
+        return {"mkl": None, "why": "MKL turned off (numpy chosen)"}
+    mkl = _mkl()
+    if not mkl:
+        if choice == "mkl":
+            raise RuntimeError("MKL was chosen for the CPU's products but is not installed: "
+                               "pip install minitransformer[mkl]")
+        return {"mkl": None, "why": "install minitransformer[mkl] for MKL on Intel CPUs"}
+    vendor = cpu_vendor()
+    if choice == "auto" and vendor != "GenuineIntel":
+        return {"mkl": None, "why": f"MKL installed but left off on this {vendor or 'unknown'} CPU, where "
+                                    "it runs slower than OpenBLAS; MINITRANSFORMER_GEMM=mkl forces it"}
+    return {"mkl": mkl, "why": ""}
+
+
+def _active() -> dict | None:
+    """The MKL the products run on now, or None for NumPy's BLAS."""
+    if _USING:
+        return _USING[-1]["mkl"]
+    if not _POLICY:
+        _POLICY.update(_decide(_check_choice(os.environ.get("MINITRANSFORMER_GEMM", "auto"),
+                                             "MINITRANSFORMER_GEMM")))
+    return _POLICY["mkl"]
+
+
+@contextlib.contextmanager
+def using(choice: str):
+    """Run the products inside the block on ``choice``: "mkl", "numpy" or "auto" (the rule
+    of the module docstring, whatever the environment says). Process-wide, not per thread;
+    "mkl" raises where MKL is not installed."""
+    _USING.append(_decide(_check_choice(choice, "blas.using")))
+    try:
+        yield
+    finally:
+        _USING.pop()
 
 
 def _threads() -> int:
@@ -109,15 +181,21 @@ def _threads() -> int:
 
 
 def library() -> str:
-    """Which library runs the CPU products: "mkl" or "numpy" (NumPy's own BLAS)."""
-    return "mkl" if "lib" in _load() else "numpy"
+    """Which library runs the CPU products now: "mkl" or "numpy" (NumPy's own BLAS)."""
+    return "numpy" if _active() is None else "mkl"
+
+
+def mkl_installed() -> bool:
+    """Whether MKL can be loaded, used or not."""
+    return bool(_mkl())
 
 
 def describe() -> str:
-    """One line for reports: the library and, for MKL, its version and threads."""
-    mkl = _load()
-    if "lib" not in mkl:
-        return "NumPy's BLAS (install minitransformer[mkl] for MKL)"
+    """One line for reports: the library and, for MKL, its version and threads; for NumPy's
+    BLAS, why MKL is not used."""
+    mkl = _active()
+    if mkl is None:
+        return f"NumPy's BLAS ({(_USING[-1] if _USING else _POLICY)['why']})"
     threads = mkl["lib"].MKL_Get_Max_Threads()
     layer = os.environ.get("MKL_THREADING_LAYER", "GNU OpenMP, shared with Numba's kernels")
     return f"MKL ({mkl['version']}; {threads} threads; threading: {layer})"
@@ -174,8 +252,8 @@ def gemm(a, b, trans_a: bool = False, trans_b: bool = False, out=None, alpha: fl
     elif out.shape != (m, n):
         raise ValueError(f"gemm: out has shape {out.shape}, the product of op(a) {(m, k)} and op(b) "
                          f"{(kb, n)} has shape {(m, n)}")
-    mkl = None if reference else _load()
-    fn = (mkl or {}).get("gemm", {}).get(out.dtype)
+    mkl = None if reference else _active()
+    fn = None if mkl is None else mkl["gemm"].get(out.dtype)
     if (fn is not None and m and n and k and type(a) is np.ndarray and type(b) is np.ndarray
             and type(out) is np.ndarray and a.dtype == b.dtype == out.dtype and out.flags.writeable
             and _mkl_gemm(fn, a, b, trans_a, trans_b, out, alpha, beta)):

@@ -1,4 +1,6 @@
-"""The CPU's matrix products (kernels/blas.py): MKL where installed, against NumPy's matmul."""
+"""The CPU's matrix products (kernels/blas.py): MKL on Intel's CPUs where installed, against
+NumPy's matmul. Every product test runs on each library this machine has, whichever of the
+two the rule picks here."""
 from __future__ import annotations
 
 import os
@@ -21,19 +23,61 @@ def _mkl_installed() -> bool:
         return False
 
 
-def test_mkl_runs_the_products_wherever_it_is_installed():
-    # The dev install brings MKL on x86-64 Linux (CI's machines): there the fast path must be
-    # the one every test below exercises, never a silent fallback to NumPy.
+LIBRARIES = ["numpy", "mkl"] if _mkl_installed() else ["numpy"]
+
+
+@pytest.fixture(params=LIBRARIES)
+def library(request):
+    """Each library this machine has, chosen for the test's products."""
+    with blas.using(request.param):
+        assert blas.library() == request.param
+        yield request.param
+
+
+def test_mkl_runs_the_products_on_intel_cpus_wherever_it_is_installed():
+    # The dev install brings MKL on x86-64 Linux (CI's machines): on an Intel CPU the fast
+    # path is the one the training step takes, never a silent fallback to NumPy; on another
+    # vendor's, NumPy's BLAS (MKL runs at half its speed there) and the report says why.
     if platform.machine() == "x86_64" and sys.platform == "linux":
         assert _mkl_installed(), "pip install -e '.[dev]' installs MKL on x86-64 Linux"
-    assert blas.library() == ("mkl" if _mkl_installed() else "numpy")
-    assert blas.describe().startswith("MKL (" if _mkl_installed() else "NumPy's BLAS")
+    assert blas.mkl_installed() == _mkl_installed()
+    intel = blas.cpu_vendor() == "GenuineIntel"
+    with blas.using("auto"):
+        if _mkl_installed() and intel:
+            assert blas.library() == "mkl" and blas.describe().startswith("MKL (")
+        else:
+            assert blas.library() == "numpy"
+            assert blas.describe().startswith("NumPy's BLAS (")
+            if _mkl_installed():
+                assert f"left off on this {blas.cpu_vendor()} CPU" in blas.describe()
+
+
+def test_the_environment_chooses_the_library_for_the_process():
+    code = """
+        from minitransformer.kernels import blas
+        print(blas.library())
+    """
+    assert _child(code, MINITRANSFORMER_GEMM="numpy") == "numpy"
+    with blas.using("auto"):
+        assert _child(code, MINITRANSFORMER_GEMM="auto") == blas.library()
+    if _mkl_installed():
+        assert _child(code, MINITRANSFORMER_GEMM="mkl") == "mkl"
+    else:
+        failed = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                                env={**os.environ, "MINITRANSFORMER_GEMM": "mkl"})
+        assert failed.returncode != 0 and "minitransformer[mkl]" in failed.stderr
+    failed = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                            env={**os.environ, "MINITRANSFORMER_GEMM": "openblas"})
+    assert failed.returncode != 0 and "'openblas' is not a product library" in failed.stderr
+    with pytest.raises(ValueError, match="expected one of auto, mkl, numpy"):
+        with blas.using("cublas"):
+            pass
 
 
 @pytest.mark.parametrize("dtype,tol", [(np.float32, 2e-6), (np.float64, 1e-14)])
 @pytest.mark.parametrize("trans_a", [False, True])
 @pytest.mark.parametrize("trans_b", [False, True])
-def test_gemm_equals_the_reference(dtype, tol, trans_a, trans_b):
+def test_gemm_equals_the_reference(library, dtype, tol, trans_a, trans_b):
     rng = np.random.default_rng(0)
     m, k, n = 67, 45, 38
     a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(dtype)
@@ -52,7 +96,7 @@ def test_gemm_equals_the_reference(dtype, tol, trans_a, trans_b):
         assert np.abs(c - expect).max() <= tol * scale * k * 4
 
 
-def test_views_are_read_in_place_or_fall_back_correctly():
+def test_views_are_read_in_place_or_fall_back_correctly(library):
     rng = np.random.default_rng(1)
     big = rng.standard_normal((40, 50)).astype(np.float32)
     w = rng.standard_normal((30, 50)).astype(np.float32)
@@ -71,7 +115,7 @@ def test_views_are_read_in_place_or_fall_back_correctly():
     np.testing.assert_allclose(out, big[:, :20] @ w[:, :20].T, rtol=1e-5, atol=1e-4)
 
 
-def test_empty_and_mixed_inputs():
+def test_empty_and_mixed_inputs(library):
     a = np.ones((3, 0), np.float32)
     assert np.array_equal(blas.gemm(a, np.ones((0, 4), np.float32)), np.zeros((3, 4), np.float32))
     mixed = blas.gemm(np.ones((2, 3), np.float32), np.ones((3, 2), np.float64))
@@ -99,7 +143,7 @@ def _at_offset(x: np.ndarray, offset: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("shape", [(256, 192, 320), (37, 29, 53)])
-def test_a_product_has_the_same_bits_wherever_its_arrays_lie(shape):
+def test_a_product_has_the_same_bits_wherever_its_arrays_lie(library, shape):
     # A resumed run holds its arrays at other addresses than the run it continues, and must
     # compute the same bits (kernels/blas.py, "Reproducibility").
     m, k, n = shape
@@ -129,7 +173,7 @@ def test_mkl_shares_numbas_openmp_runtime_and_can_be_turned_off():
         print(blas.library(), "libgomp" in maps, "libiomp5" in maps)
     """
     # GNU OpenMP (the runtime of Numba's kernels), not Intel's second pool of threads
-    assert _child(code) == "mkl True False"
+    assert _child(code, MINITRANSFORMER_GEMM="mkl") == "mkl True False"
     assert _child(code, MINITRANSFORMER_GEMM="numpy").split()[0] == "numpy"
 
 
