@@ -158,7 +158,8 @@ def _forward(first, stop, step, q, k, v, tq, tk, n_heads, mask, has_mask, bias, 
              causal, dropout_p, hashed_seed, threshold, block_q, block_k, o, lse):
     """Forward units first, first + step, ... < stop; unit u is query tile u % n_qb of
     batch*head u // n_qb, and writes only its own rows of o and lse."""
-    # q, o: (BH*Tq, D); k, v: (BH*Tk, D); lse: (BH*Tq,)
+    # q: (BH*Tq, D), rows (b, h, i); k, v: (BH*Tk, D); lse: (BH*Tq,);
+    # o: (B*Tq*H, D), rows (b, i, h): the heads side by side, as the output projection reads them
     dim = q.shape[1]
     n_qb = (tq + block_q - 1) // block_q
     dt = q.dtype.type
@@ -236,14 +237,15 @@ def _forward(first, stop, step, q, k, v, tq, tk, n_heads, mask, has_mask, bias, 
                 for d in range(dim):
                     acc[r, d] = acc[r, d] * a + pv[r, d]
         for r in range(nq):
+            orow = (b * tq + i0 + r) * n_heads + h
             if l[r] > 0.0:
                 inv_l = dt(1.0) / l[r]
                 for d in range(dim):
-                    o[row0 + r, d] = acc[r, d] * inv_l
+                    o[orow, d] = acc[r, d] * inv_l
                 lse[row0 + r] = m[r] + np.log(l[r])
             else:
                 # A fully masked row: zero output, and lse = -inf marks it for backward.
-                o[row0 + r] = 0.0
+                o[orow] = 0.0
                 lse[row0 + r] = neg_inf
 
 
@@ -454,6 +456,12 @@ def attention_forward(q, k, v, mask=None, bias=None, scale=None, causal=False, d
 
     q (B, H, Tq, D), k and v (B, H, Tk, D) -> o (B, H, Tq, D), lse (B, H, Tq).
     ``block_q``/``block_k`` set the tile (tests use small tiles to exercise the edges).
+
+    o is a transposed view of a C-contiguous (B, Tq, H, D) array: the heads of each query
+    side by side, the layout the output projection reads (B, Tq, H D) in. So the attention
+    layer's merge of the heads, o.transpose(1, 2).reshape(B, Tq, H D), is a view, not a copy,
+    and the projection's saved input is this same memory (a copy less per layer, and one
+    array less kept for backward).
     """
     q, k, v = np.asarray(q), np.asarray(k), np.asarray(v)
     _check_qkv(q, k, v)
@@ -464,7 +472,7 @@ def attention_forward(q, k, v, mask=None, bias=None, scale=None, causal=False, d
     mask4, has_mask = _prepare_mask(mask, (B, H, tq, tk))
     bias4, has_bias = _prepare_bias(bias, (B, H, tq, tk), dtype)
     p, hashed_seed, threshold = _dropout_args(float(dropout_p), seed)
-    o = np.zeros((B * H * tq, dim), dtype)
+    o = np.zeros((B * tq * H, dim), dtype)                    # rows (b, i, h)
     lse = np.full(B * H * tq, -np.inf, dtype)
     if o.size and tk:
         block_k = block_k or block_k_for(dim, block_q)
@@ -475,7 +483,8 @@ def attention_forward(q, k, v, mask=None, bias=None, scale=None, causal=False, d
         run_parallel(_forward, n_units, q2, k2, v2, tq, tk, H, mask4, has_mask, bias4, has_bias,
                      scale, bool(causal), p, hashed_seed, threshold, int(block_q), int(block_k),
                      o, lse)
-    return (o.reshape(B, H, tq, dim).astype(q.dtype, copy=False),
+    o = o.reshape(B, tq, H, dim).transpose(0, 2, 1, 3)        # (B, Tq, H, D) -> (B, H, Tq, D) view
+    return (o.astype(q.dtype, copy=False),
             lse.reshape(B, H, tq))   # lse stays in the compute dtype (float32 for halves)
 
 
@@ -503,11 +512,16 @@ def attention_backward(q, k, v, o, lse, do, mask=None, bias=None, scale=None, ca
         q2 = readonly(np.asarray(q, dtype=dtype) * dtype.type(scale)).reshape(n_bh * tq, dim)
         k2 = readonly(k, dtype).reshape(n_bh * tk, dim)
         v2 = readonly(v, dtype).reshape(n_bh * tk, dim)
-        o2 = readonly(o, dtype).reshape(n_bh * tq, dim)
         do2 = readonly(do, dtype).reshape(n_bh * tq, dim)
         lse1 = readonly(lse, dtype).reshape(n_bh * tq)
-        delta = np.empty(n_bh * tq, dtype)
-        _row_dots(do2, o2, delta)                                     # Delta = rowsum(dO * O)
+        # Delta = rowsum(dO * O), over rows in (b, i, h) order: O is a view of (B, Tq, H, D)
+        # memory (attention_forward) and dO, the gradient of the heads' merge, is too, so
+        # neither is copied here; then reordered to rows (b, h, i).
+        o_bihd = readonly(np.asarray(o).transpose(0, 2, 1, 3), dtype).reshape(-1, dim)
+        do_bihd = readonly(np.asarray(do).transpose(0, 2, 1, 3), dtype).reshape(-1, dim)
+        delta_bih = np.empty(n_bh * tq, dtype)
+        _row_dots(do_bihd, o_bihd, delta_bih)
+        delta = np.ascontiguousarray(delta_bih.reshape(B, tq, H).transpose(0, 2, 1)).reshape(-1)
         lanes_are_heads = has_bias and bias4.shape[0] == 1 and B > 1
         n_lanes = H if lanes_are_heads else n_bh
         # Enough key-tile groups that the units (lanes x groups) share evenly among the

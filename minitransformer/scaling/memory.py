@@ -92,6 +92,13 @@ def _scores(k: Kernels, heads, keys, with_bias=False, dropout=False):
     return heads * keys * (3 + with_bias + 2 * dropout)
 
 
+def _merged(k: Kernels, width):
+    """Elements per token of the heads' merge, (B, H, T, D) -> (B, T, H D), before the output
+    projection: a copy of the reference's (B, H, T, D) output; none for the tiled kernel,
+    whose output is a view of (B, T, H, D) memory (kernels/attention.py)."""
+    return 0 if k.attention else width
+
+
 def _activation(kind, width, b, k: Kernels):
     """Bytes per token an activation keeps besides its input: its output, and (reference
     code) tanh(u) for GELU-tanh, Phi(x) for exact GELU; for ReLU the boolean x > 0."""
@@ -102,10 +109,10 @@ def _activation(kind, width, b, k: Kernels):
 
 def gpt_activations(c, B, T, decoder_len, b, k, mlm_fraction):
     n, d, f, H, L = B * T, c.n_embd, c.d_ff, c.n_head, c.n_layer
-    # Per block: two LayerNorms, q k v (3d: one array), attention output and its
-    # heads-merged copy (2d), two projection outputs (2d), two residual sums (2d); the MLP's
-    # pre-activation (f), whose activation is recomputed in backward (F.activation_linear).
-    per_token = 2 * _norm(d, k) + 9 * d + f + 2 * 2 * d * (c.resid_pdrop > 0)  # dropout: mask, out
+    # Per block: two LayerNorms, q k v (3d: one array), attention output (d) and its heads
+    # merged, two projection outputs (2d), two residual sums (2d); the MLP's pre-activation
+    # (f), whose activation is recomputed in backward (F.activation_linear).
+    per_token = 2 * _norm(d, k) + 8 * d + _merged(k, d) + f + 2 * 2 * d * (c.resid_pdrop > 0)  # dropout: mask, out
     blocks = n * L * b * per_token
     scores = n * b * L * _scores(k, H, T, dropout=c.attn_pdrop > 0)
     # Token lookup and its sum with positions (2d, + 2d with dropout), the position lookup
@@ -119,10 +126,10 @@ def gpt_activations(c, B, T, decoder_len, b, k, mlm_fraction):
 
 def bert_activations(c, B, T, decoder_len, b, k, mlm_fraction):
     n, h, f, H, L = B * T, c.hidden_size, c.intermediate_size, c.num_attention_heads, c.num_hidden_layers
-    # Per block: q, k, v (3h), attention output and merged copy (2h), two projection
+    # Per block: q, k, v (3h), attention output (h) and its heads merged, two projection
     # outputs (2h), two residual sums (2h), two LayerNorms; the FFN's pre-activation (f),
     # whose activation is recomputed in backward (F.activation_linear).
-    per_token = 9 * h + 2 * _norm(h, k) + f + 2 * 2 * h * (c.hidden_dropout_prob > 0)
+    per_token = 8 * h + _merged(k, h) + 2 * _norm(h, k) + f + 2 * 2 * h * (c.hidden_dropout_prob > 0)
     blocks = n * L * b * per_token
     scores = n * b * L * _scores(k, H, T, dropout=c.attention_probs_dropout_prob > 0)
     # Word and type lookups, two sums, the LayerNorm (+ dropout mask and output); the
@@ -153,11 +160,11 @@ def t5_activations(c, B, te, decoder_len, b, k, mlm_fraction):
     ne, nd = B * te, B * td
     drop = c.dropout_rate > 0
     # Each sublayer: its RMSNorm, output projection (d), residual sum (d), + 2d with
-    # dropout; self-attention q k v, output and merged copy (5a); cross-attention q, output,
-    # copy (3a) and k, v of every encoder token (2a).
+    # dropout; self-attention q k v and output (4a) and the heads merged; cross-attention q,
+    # output (2a) and the heads merged, and k, v of every encoder token (2a).
     sub = _norm(d, k) + 2 * d + 2 * d * drop
-    encoder = ne * c.num_layers * (b * (2 * sub + 5 * a) + _t5_ffn(c, b, k))
-    decoder = nd * c.decoder_layers * (b * (3 * sub + 8 * a) + _t5_ffn(c, b, k))
+    encoder = ne * c.num_layers * (b * (2 * sub + 4 * a + _merged(k, a)) + _t5_ffn(c, b, k))
+    decoder = nd * c.decoder_layers * (b * (3 * sub + 6 * a + 2 * _merged(k, a)) + _t5_ffn(c, b, k))
     decoder += ne * c.decoder_layers * b * 2 * a
     scores = b * (ne * c.num_layers * _scores(k, H, te, with_bias=True, dropout=drop)
                   + nd * c.decoder_layers * (_scores(k, H, td, with_bias=True, dropout=drop)

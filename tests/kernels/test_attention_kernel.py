@@ -143,6 +143,32 @@ def test_default_tiles_with_ragged_edges(dtype):
     assert_close(dbias, dbias_ref, dtype, "dbias")
 
 
+def test_output_is_heads_last_so_the_merge_of_the_heads_is_a_view():
+    """O comes as a view of (B, Tq, H, D) memory: the attention layer's merge to (B, Tq, H D)
+    copies nothing, and the output projection keeps the memory attention keeps. Backward
+    takes O and dO in either layout and gives the same gradients."""
+    rng = np.random.default_rng(4)
+    q, k, v, do = (rng.standard_normal((2, 3, 37, 8)).astype(np.float32) for _ in range(4))
+    o, lse = A.attention_forward(q, k, v, causal=True, block_q=16, block_k=8)
+    merged = o.transpose(0, 2, 1, 3).reshape(2, 37, 24)
+    assert np.shares_memory(merged, o) and merged.flags.c_contiguous
+    grads = A.attention_backward(q, k, v, o, lse, do, causal=True, block_q=16, block_k=8)
+    contiguous = A.attention_backward(q, k, v, np.ascontiguousarray(o), lse, do, causal=True,
+                                      block_q=16, block_k=8)
+    heads_last_do = np.ascontiguousarray(do.transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3)
+    from_view = A.attention_backward(q, k, v, o, lse, heads_last_do, causal=True, block_q=16, block_k=8)
+    for g, c, f in zip(grads[:3], contiguous[:3], from_view[:3]):
+        np.testing.assert_array_equal(g, c)
+        np.testing.assert_array_equal(g, f)
+    # Through the layer: the projection's saved input is attention's own output memory.
+    layer = mt.nn.MultiHeadAttention(24, 3, causal=True)
+    x = mt.tensor(rng.standard_normal((2, 37, 24)).astype(np.float32), requires_grad=True)
+    out = layer(x)
+    proj_input = out._node.ctx.x
+    attention_out = out._node.inputs[0]._node.inputs[0]._node.inputs[0]
+    assert np.shares_memory(proj_input, attention_out.data)
+
+
 def test_result_does_not_depend_on_the_thread_count():
     import numba
 
