@@ -22,7 +22,8 @@ def build():
     named = {**leaf, "e": e, "d": d, "L": loss}
     for t in (e, d):
         t.retain_grad()
-    name_of = {id(t): n for n, t in named.items()}
+    # A node names its inputs by their nodes (or, for a leaf, the Tensor itself).
+    name_of = {id(t if t._node is None else t._node): n for n, t in named.items()}
     ops, edges = [], []                    # op boxes (name, op), edges (from, to)
     for n, t in named.items():
         if t._node is not None:

@@ -17,7 +17,8 @@ static methods that work on plain arrays:
 
 ``apply`` unwraps Tensors to arrays, runs ``forward``, and, when any input needs a gradient
 and gradients are enabled, records a ``Node`` on the output: the function, its context and
-its inputs. ``Tensor.backward`` later walks those nodes in reverse topological order.
+where its inputs came from (their nodes, or the leaf Tensors). ``Tensor.backward`` later
+walks those nodes in reverse topological order.
 Arguments that are not Tensors (Python numbers, arrays, shapes, axes) are passed through
 unchanged and receive no gradient; ``backward`` returns None in their place.
 """
@@ -44,15 +45,34 @@ class Context:
 
 
 class Node:
-    """The record an op leaves on its output: which function, its context, its inputs."""
+    """The record an op leaves on its output: which function, its context, its inputs.
 
-    __slots__ = ("fn", "ctx", "inputs", "released")
+    Of each input the node keeps only what backward needs to route a gradient there: the
+    input's own node when an op made it, the Tensor itself when it is a leaf (whose
+    ``.grad`` backward fills). It does not keep an input's array: the arrays backward needs
+    are the ones the op saved in ``ctx``, and an activation nobody saved (the output of a
+    projection that a sum consumed, say) is freed as soon as the forward code drops it.
+    ``shape`` and ``dtype`` are those of the op's output, which the gradients coming back
+    to it must match; ``retained`` is set by ``Tensor.retain_grad``.
+    """
 
-    def __init__(self, fn, ctx, inputs):
+    __slots__ = ("fn", "ctx", "inputs", "released", "shape", "dtype", "retained")
+
+    def __init__(self, fn, ctx, inputs, out):
         self.fn = fn
         self.ctx = ctx
-        self.inputs = inputs      # tuple: a Tensor for each tensor argument, else None
+        self.inputs = inputs      # tuple: for each argument, a Node, a leaf Tensor, or None
         self.released = False
+        self.shape = out.shape
+        self.dtype = out.dtype
+        self.retained = None      # a weak reference to the output Tensor, if it retains its grad
+
+
+def _edge(arg):
+    """What a node keeps of one argument: the node that made it, the leaf Tensor, or None."""
+    if not isinstance(arg, Tensor):
+        return None
+    return arg if arg._node is None else arg._node
 
 
 class Function:
@@ -86,7 +106,7 @@ class Function:
             out = cls.forward(ctx, *arrays, **kwargs)
         result = Tensor._wrap(out, track)
         if track:
-            result._node = Node(cls, ctx, tuple(a if isinstance(a, Tensor) else None for a in args))
+            result._node = Node(cls, ctx, tuple(map(_edge, args)), out)
         return result
 
 

@@ -2,14 +2,16 @@
 
 A Tensor wraps one array (NumPy on the CPU, CuPy on a GPU) in ``.data``. When it
 ``requires_grad``, ops applied to it record a graph: each result keeps a ``Node`` naming the
-``Function`` that produced it, the context that function saved, and its input Tensors.
+``Function`` that produced it, the context that function saved, and where its inputs came
+from: their nodes, or the leaf Tensors themselves. The graph holds no array an op did not
+save, so an intermediate result is freed once the forward code lets go of it.
 
 ``loss.backward()`` runs reverse-mode differentiation over that graph:
 
 1. Order the nodes topologically with an explicit stack (no recursion, so a graph 10,000
    ops deep is fine).
 2. Walk them from the loss back to the leaves, calling each function's ``backward`` with
-   dL/d(output) and collecting dL/d(input) for each input. A Tensor used twice (``a + a``,
+   dL/d(output) and collecting dL/d(input) for each input. A result used twice (``a + a``,
    or a diamond) receives the sum of its gradients before its own node runs.
 3. Leaves that require grad accumulate into ``.grad`` (across calls, until zeroed).
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import weakref
 
 import numpy
 
@@ -147,6 +150,8 @@ class Tensor:
     def retain_grad(self) -> None:
         """Keep ``.grad`` on this non-leaf tensor after backward (for inspection)."""
         self._retain = True
+        if self._node is not None:
+            self._node.retained = weakref.ref(self)     # the graph holds nodes, not tensors
 
     def zero_grad(self) -> None:
         self.grad = None
@@ -180,17 +185,17 @@ class Tensor:
             _accumulate(self, grad)
             return
 
-        order = _topological_order(self)
-        grads = {id(self): grad}
+        order = _topological_order(self._node)
+        grads = {id(self._node): grad}
         handed = {}   # id -> array: the gradients leaves took without a copy in this pass
-        while order:  # outputs before the inputs that made them; popped, so a done tensor can go
-            t = order.pop()
-            g = grads.pop(id(t), None)
+        while order:  # outputs before the inputs that made them; popped, so a done node can go
+            node = order.pop()
+            g = grads.pop(id(node), None)
             if g is None:
                 continue  # no path from the loss through here
-            if t._retain:
-                _accumulate(t, g)
-            node = t._node
+            retained = node.retained() if node.retained is not None else None
+            if retained is not None:
+                _accumulate(retained, g)
             if node.released:
                 raise RuntimeError(
                     "backward(): trying to go through the graph a second time, but its saved "
@@ -209,16 +214,20 @@ class Tensor:
                     f"{len(node.inputs)} inputs; return one (or None) per forward input"
                 )
             for inp, ig in zip(node.inputs, in_grads):
-                if inp is None or ig is None or not inp.requires_grad:
+                if inp is None or ig is None:
                     continue
-                if ig.shape != inp.data.shape:
+                leaf = isinstance(inp, Tensor)
+                if leaf and not inp.requires_grad:
+                    continue
+                shape, dtype = (inp.data.shape, inp.data.dtype) if leaf else (inp.shape, inp.dtype)
+                if ig.shape != shape:
                     raise RuntimeError(
                         f"{node.fn.__name__}.backward returned a gradient of shape {ig.shape} "
-                        f"for an input of shape {inp.data.shape}"
+                        f"for an input of shape {shape}"
                     )
-                if ig.dtype != inp.data.dtype:  # mixed-dtype op: grad follows its input
-                    ig = ig.astype(inp.data.dtype)
-                if inp._node is None:
+                if ig.dtype != dtype:  # mixed-dtype op: grad follows its input
+                    ig = ig.astype(dtype)
+                if leaf:
                     owned = _owned(ig, grad, in_grads, node.ctx, handed)
                     if owned and inp.grad is not None:   # ig will be summed into in place
                         owned = not any(pending is ig for pending in grads.values())
@@ -424,23 +433,23 @@ def _owned(ig, caller_grad, in_grads, ctx, handed) -> bool:
     return not any(saved is ig for saved in vars(ctx).values())
 
 
-def _topological_order(root: Tensor) -> list:
-    """Non-leaf tensors reachable from ``root``, each after every tensor it was made from.
+def _topological_order(root) -> list:
+    """Nodes reachable from the node ``root``, each after every node whose output it took.
 
-    Iterative depth-first search: a tensor is appended once all its inputs have been.
+    Iterative depth-first search: a node is appended once all its inputs' nodes have been.
     """
     order, seen = [], {id(root)}
-    stack = [(root, iter(root._node.inputs))]
+    stack = [(root, iter(root.inputs))]
     while stack:
-        t, children = stack[-1]
+        node, children = stack[-1]
         for child in children:
-            if child is not None and child._node is not None and id(child) not in seen:
+            if isinstance(child, Node) and id(child) not in seen:
                 seen.add(id(child))
-                stack.append((child, iter(child._node.inputs)))
+                stack.append((child, iter(child.inputs)))
                 break
         else:
             stack.pop()
-            order.append(t)
+            order.append(node)
     return order
 
 
@@ -465,3 +474,4 @@ def tensor(data, requires_grad: bool = False, dtype=None, device: str = "cpu") -
 
 
 from minitransformer.autograd import ops as _ops  # noqa: E402  (ops need Tensor defined first)
+from minitransformer.autograd.function import Node  # noqa: E402  (as do nodes)

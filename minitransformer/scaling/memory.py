@@ -28,10 +28,13 @@ def itemsize(dtype) -> int:
     except TypeError:
         raise ValueError(f"dtype {dtype!r} is not a NumPy dtype; pass e.g. 'float32'") from None
 
-# Activations are counted as this library's autograd keeps them: the graph holds every op's
-# output that another op consumed (its Tensor stays referenced by the consumer's node) plus
-# what each op saved for its backward. Views (reshape, permute, slicing) share memory and
-# cost nothing; a reshape of a transposed array is a copy. What an op saves depends on
+# Activations are counted as this library's autograd keeps them: the graph holds what each
+# op saved for its backward, and no other array (a node refers to its inputs' nodes, not to
+# their arrays), so an output that only a sum or a reshape consumed is freed at once. Views
+# (reshape, permute, slicing) share memory and cost nothing; a reshape of a transposed array
+# is a copy. Attention's output is kept once either way: the tiled kernel's output is itself
+# the heads-merged array the output projection keeps (a view), the reference's is not kept,
+# only its merged copy. What an op saves depends on
 # whether a fused kernel runs it (``mt.kernels``): the kernels keep less. Counts below are
 # in elements per token (times the dtype's size), for one layer unless said otherwise;
 # terms of a few elements per token (row statistics, log-sum-exps, ids) are left out.
@@ -75,28 +78,24 @@ def resolve_kernels(kernels) -> Kernels:
     return Kernels.in_use(kernels)
 
 
-def _norm(width, k: Kernels):
-    """A normalisation keeps its output, and without the kernel its normalised input too."""
-    return width * (1 if k.norm else 2)
+def _norm(width):
+    """A normalisation keeps two arrays of its width: its output (which the next op saves),
+    and its input (the fused kernel, with the row statistics) or its normalised input (the
+    reference). Its input, a residual sum or an embedding, is thereby counted here."""
+    return 2 * width
 
 
-def _scores(k: Kernels, heads, keys, with_bias=False, dropout=False):
+def _scores(k: Kernels, heads, keys, dropout=False):
     """Elements per query token that attention keeps, beyond its output.
 
     The tiled kernel keeps nothing of size T (its log-sum-exp is one number per head). The
-    reference keeps the raw scores, the scaled scores (+ the biased scores) and the
-    probabilities, (B, H, Tq, Tk) each, and with dropout its mask and the dropped probabilities.
+    reference keeps the raw scores (their scaling saves them) and the probabilities,
+    (B, H, Tq, Tk) each, and with dropout its mask and the dropped probabilities; a bias
+    added in between is not kept.
     """
     if k.attention:
         return 0
-    return heads * keys * (3 + with_bias + 2 * dropout)
-
-
-def _merged(k: Kernels, width):
-    """Elements per token of the heads' merge, (B, H, T, D) -> (B, T, H D), before the output
-    projection: a copy of the reference's (B, H, T, D) output; none for the tiled kernel,
-    whose output is a view of (B, T, H, D) memory (kernels/attention.py)."""
-    return 0 if k.attention else width
+    return heads * keys * (2 + 2 * dropout)
 
 
 def _activation(kind, width, b, k: Kernels):
@@ -109,15 +108,16 @@ def _activation(kind, width, b, k: Kernels):
 
 def gpt_activations(c, B, T, decoder_len, b, k, mlm_fraction):
     n, d, f, H, L = B * T, c.n_embd, c.d_ff, c.n_head, c.n_layer
-    # Per block: two LayerNorms, q k v (3d: one array), attention output (d) and its heads
-    # merged, two projection outputs (2d), two residual sums (2d); the MLP's pre-activation
-    # (f), whose activation is recomputed in backward (F.activation_linear).
-    per_token = 2 * _norm(d, k) + 8 * d + _merged(k, d) + f + 2 * 2 * d * (c.resid_pdrop > 0)  # dropout: mask, out
+    # Per block: two LayerNorms (with the residual sums they normalise), q k v (3d: one
+    # array), attention output merged (d); the MLP's pre-activation (f), whose activation is
+    # recomputed in backward (F.activation_linear); with dropout, each projection's output
+    # and mask (4d).
+    per_token = 2 * _norm(d) + 4 * d + f + 2 * 2 * d * (c.resid_pdrop > 0)
     blocks = n * L * b * per_token
     scores = n * b * L * _scores(k, H, T, dropout=c.attn_pdrop > 0)
-    # Token lookup and its sum with positions (2d, + 2d with dropout), the position lookup
-    # (T d, shared by the rows); after the blocks, ln_f.
-    embeddings = n * b * (2 * d + 2 * d * (c.embd_pdrop > 0) + _norm(d, k)) + T * d * b
+    # With dropout, the sum of the token and position lookups and its mask (2d; without,
+    # the sum is what the first LayerNorm normalises); after the blocks, ln_f.
+    embeddings = n * b * (2 * d * (c.embd_pdrop > 0) + _norm(d))
     # The blocked head (F.linear_cross_entropy) keeps no logits: it computes its gradients in
     # forward and hands them to backward, dW with the gradients and dh (d per token) here.
     head = n * d * b
@@ -126,19 +126,21 @@ def gpt_activations(c, B, T, decoder_len, b, k, mlm_fraction):
 
 def bert_activations(c, B, T, decoder_len, b, k, mlm_fraction):
     n, h, f, H, L = B * T, c.hidden_size, c.intermediate_size, c.num_attention_heads, c.num_hidden_layers
-    # Per block: q, k, v (3h), attention output (h) and its heads merged, two projection
-    # outputs (2h), two residual sums (2h), two LayerNorms; the FFN's pre-activation (f),
-    # whose activation is recomputed in backward (F.activation_linear).
-    per_token = 8 * h + _merged(k, h) + 2 * _norm(h, k) + f + 2 * 2 * h * (c.hidden_dropout_prob > 0)
-    blocks = n * L * b * per_token
+    # Per block: q, k, v (3h), attention output merged (h), two LayerNorms (with the
+    # residual sums they normalise); the FFN's pre-activation (f), whose activation is
+    # recomputed in backward (F.activation_linear); with dropout, each projection's output
+    # and mask (4h).
+    per_token = 4 * h + 2 * _norm(h) + f + 2 * 2 * h * (c.hidden_dropout_prob > 0)
+    # The last block's output is kept only at the masked rows the head gathers.
+    blocks = n * L * b * per_token - n * b * h
     scores = n * b * L * _scores(k, H, T, dropout=c.attention_probs_dropout_prob > 0)
-    # Word and type lookups, two sums, the LayerNorm (+ dropout mask and output); the
-    # position lookup (T h).
-    embeddings = n * b * (4 * h + _norm(h, k) + 2 * h * (c.hidden_dropout_prob > 0)) + T * h * b
+    # The LayerNorm of the sum of the word, position and type lookups (+ dropout mask and
+    # output).
+    embeddings = n * b * (_norm(h) + 2 * h * (c.hidden_dropout_prob > 0))
     # The head runs on the masked tokens only: their gathered states, transform output,
-    # activation, LayerNorm, then the logits.
+    # activation (its output is the LayerNorm's input, counted there), LayerNorm, logits.
     m = mlm_fraction * n
-    head = m * (b * (2 * h + _norm(h, k) + c.vocab_size) + _activation(c.hidden_act, h, b, k))
+    head = m * (b * (2 * h + _norm(h) + c.vocab_size) + _activation(c.hidden_act, h, b, k) - h * b)
     return {"blocks": blocks, "attention_scores": scores, "embeddings": embeddings, "head": head}
 
 
@@ -147,8 +149,8 @@ def _t5_ffn(c, b, k):
     f = c.d_ff
     if c.is_gated:   # wi_0 and wi_1 outputs, the GELU, their product
         inner = 3 * f * b + _activation("gelu_tanh", f, b, k)
-    elif c.dropout_rate > 0:      # wi output, ReLU output and mask (dropout comes between)
-        inner = f * b + _activation("relu", f, b, k)
+    elif c.dropout_rate > 0:      # ReLU's output and its x > 0 (ReLU keeps no input)
+        inner = _activation("relu", f, b, k)
     else:            # wi output; the ReLU recomputed in backward (F.activation_linear)
         inner = f * b
     return inner + 2 * f * b * (c.dropout_rate > 0)
@@ -159,21 +161,23 @@ def t5_activations(c, B, te, decoder_len, b, k, mlm_fraction):
     d, a, H = c.d_model, c.num_heads * c.d_kv, c.num_heads
     ne, nd = B * te, B * td
     drop = c.dropout_rate > 0
-    # Each sublayer: its RMSNorm, output projection (d), residual sum (d), + 2d with
-    # dropout; self-attention q k v and output (4a) and the heads merged; cross-attention q,
-    # output (2a) and the heads merged, and k, v of every encoder token (2a).
-    sub = _norm(d, k) + 2 * d + 2 * d * drop
-    encoder = ne * c.num_layers * (b * (2 * sub + 4 * a + _merged(k, a)) + _t5_ffn(c, b, k))
-    decoder = nd * c.decoder_layers * (b * (3 * sub + 6 * a + 2 * _merged(k, a)) + _t5_ffn(c, b, k))
+    # Each sublayer: its RMSNorm (with the residual sum it normalises), + 2d with dropout
+    # (the output projection's output and mask); self-attention q k v and output merged (4a);
+    # cross-attention q and output merged (2a), and k, v of every encoder token (2a).
+    sub = _norm(d) + 2 * d * drop
+    encoder = ne * c.num_layers * (b * (2 * sub + 4 * a) + _t5_ffn(c, b, k))
+    decoder = nd * c.decoder_layers * (b * (3 * sub + 6 * a) + _t5_ffn(c, b, k))
     decoder += ne * c.decoder_layers * b * 2 * a
-    scores = b * (ne * c.num_layers * _scores(k, H, te, with_bias=True, dropout=drop)
-                  + nd * c.decoder_layers * (_scores(k, H, td, with_bias=True, dropout=drop)
+    scores = b * (ne * c.num_layers * _scores(k, H, te, dropout=drop)
+                  + nd * c.decoder_layers * (_scores(k, H, td, dropout=drop)
                                              + _scores(k, H, te, dropout=drop)))
-    # The relative-position bias of each stack, (H, T, T) values and (T, T) int64 buckets,
-    # shared by the batch rows and the blocks.
-    position_bias = H * (te * te + td * td) * b + 8 * (te * te + td * td)
-    # Each stack: token lookup (d), final RMSNorm, + 4d with dropout (input and output).
-    embeddings = (ne + nd) * b * (d + _norm(d, k) + 4 * d * drop) + position_bias
+    # The relative-position bias of each stack, shared by the batch rows and the blocks: its
+    # (T, T) int64 buckets, and its (H, T, T) values where the tiled kernel keeps them (the
+    # reference adds them to the scores, which keeps neither).
+    position_bias = H * (te * te + td * td) * b * k.attention + 8 * (te * te + td * td)
+    # Each stack: final RMSNorm, + 4d with dropout (the token lookup and its mask, the final
+    # dropout's mask and output; without it, the lookup is what the first RMSNorm normalises).
+    embeddings = (ne + nd) * b * (_norm(d) + 4 * d * drop) + position_bias
     head = nd * b * (c.vocab_size + d * c.tie_word_embeddings)      # logits (+ the d^-0.5 rescale)
     return {"blocks": encoder + decoder, "attention_scores": scores, "embeddings": embeddings,
             "head": head}

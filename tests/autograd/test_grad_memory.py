@@ -151,3 +151,35 @@ def test_activations_are_freed_during_backward_not_after():
     loss.backward()
     assert seen["alive"] == [False, False]
     assert_close(x.grad, 6.0 * np.exp(2.0 * x.data))
+
+
+def test_the_graph_keeps_no_array_an_op_did_not_save():
+    # h = x W^T is consumed by a sum, which saves nothing: once the forward code drops h,
+    # its array is freed, though backward still routes a gradient through its node.
+    rng = np.random.default_rng(0)
+    x = leaf(rng.standard_normal((4, 3)))
+    w = leaf(rng.standard_normal((5, 3)))
+    h = mt.functional.linear(x, w)
+    freed = weakref.ref(h.data)
+    out = (h + 1.0).sum()
+    del h
+    assert freed() is None
+    out.backward()
+    assert_close(x.grad, np.ones((4, 5)) @ w.data)
+    assert_close(w.grad, np.ones((4, 5)).T @ x.data)
+
+
+def test_retain_grad_fills_held_intermediates_and_skips_dropped_ones():
+    x = leaf([1.0, 2.0])
+    h = x * 3
+    h.retain_grad()
+    y = (h * 2).sum()
+    y.backward()
+    assert_close(h.grad, [2.0, 2.0])
+    # an intermediate nobody holds any more gets no gradient written, and costs nothing
+    z = x * 5
+    z.retain_grad()
+    total = (z * z).sum()
+    del z
+    total.backward()
+    assert_close(x.grad, [2.0 * 3 + 50.0, 2.0 * 3 + 100.0])

@@ -212,28 +212,28 @@ def _base(a):
 
 def graph_bytes(loss, params) -> int:
     """Bytes of the distinct arrays the autograd graph of ``loss`` holds, weights excluded:
-    every op's Tensor inputs and the arrays each op saved for backward, also inside a saved
-    tuple (the blocked head's gradients, computed in forward), except one of the shape of
-    a weight the op takes: that weight's gradient, which the estimate counts with the
-    gradients."""
+    the leaf Tensors its nodes take and the arrays each op saved for backward, also inside
+    a saved tuple (the blocked head's gradients, computed in forward), except one of the
+    shape of a weight the op takes: that weight's gradient, which the estimate counts with
+    the gradients. (A node keeps its other inputs as nodes, not arrays.)"""
     weights = {id(_base(p.data)) for p in params}
-    held, seen, stack = {}, set(), [loss]
+    held, seen, stack = {}, set(), [loss._node]
     while stack:
-        t = stack.pop()
-        if id(t) in seen or t._node is None:
+        node = stack.pop()
+        if id(node) in seen:
             continue
-        seen.add(id(t))
-        node = t._node
-        arrays = [i.data for i in node.inputs if i is not None]
+        seen.add(id(node))
+        leaves = [i for i in node.inputs if isinstance(i, mt.Tensor)]
+        arrays = [i.data for i in leaves]
         arrays += [v for v in node.ctx.__dict__.values() if isinstance(v, np.ndarray)]
-        own_weights = {i.data.shape for i in node.inputs if i is not None and id(_base(i.data)) in weights}
+        own_weights = {i.data.shape for i in leaves if id(_base(i.data)) in weights}
         arrays += [a for v in node.ctx.__dict__.values() if isinstance(v, tuple)
                    for a in v if isinstance(a, np.ndarray) and a.shape not in own_weights]
         for a in arrays:
             b = _base(a)
             if id(b) not in weights:
                 held[id(b)] = b.nbytes
-        stack.extend(i for i in node.inputs if i is not None)
+        stack.extend(i for i in node.inputs if i is not None and not isinstance(i, mt.Tensor))
     return sum(held.values())
 
 
