@@ -10,7 +10,7 @@ speed of the whole step:
   through its C interface (``cblas_sgemm`` / ``cblas_dgemm``), on Intel's CPUs. Measured on
   a 2-core AVX-512 Intel machine, interleaved in one process, MKL runs the products of a
   GPT-2 layer at 315-345 GFLOP/s where the OpenBLAS of NumPy's wheel runs them at 180-300.
-  On an AMD EPYC (Zen 4, AVX-512) the same MKL ran a 2048^3 product at 186 GFLOP/s against
+  On an AMD EPYC (AVX-512) the same MKL ran a 2048^3 product at 186 GFLOP/s against
   OpenBLAS's 349, and a GPT-2 small step took 5.5 s on it against 2.6 s on OpenBLAS: MKL
   does not take its fast code paths on other vendors' CPUs. So MKL multiplies only where the
   CPU says "GenuineIntel"; elsewhere NumPy's BLAS does, installed or not.
