@@ -2,6 +2,7 @@
 import json
 import shutil
 import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -170,6 +171,29 @@ def test_a_crash_at_any_write_point_leaves_a_loadable_checkpoint(tmp_path, monke
         checkpoint.save_checkpoint(run, 4, t.model, t.optimizer, card="card", keep=1)
         assert [p.name for p in (run / "checkpoints").iterdir()
                 if p.name.startswith("step-")] == ["step-000004"], f"crash at {calls[-1]}"
+
+
+def test_a_crash_while_saving_the_same_step_again_keeps_that_checkpoint(tmp_path, monkeypatch):
+    """A save of a step that already has a checkpoint (the final save of a run resumed at that
+    step) writes aside too: dying halfway through the weights leaves the old one whole."""
+    run = tmp_path / "run"
+    t = tiny_trainer(run, steps=2)
+    t.fit()
+    ckpt = checkpoint.resolve(run)
+    real = checkpoint.save_arrays
+
+    def half_then_crash(path, *args, **kwargs):
+        real(path, *args, **kwargs)
+        with open(path, "r+b") as f:
+            f.truncate(Path(path).stat().st_size // 2)
+        raise Crash(f"halfway through {Path(path).name}")
+    monkeypatch.setattr(checkpoint, "save_arrays", half_then_crash)
+    with pytest.raises(Crash):
+        checkpoint.save_checkpoint(run, int(ckpt.name.split("-")[1]), t.model, t.optimizer, keep=1)
+    monkeypatch.setattr(checkpoint, "save_arrays", real)
+    assert checkpoint.resolve(run) == ckpt
+    checkpoint.verify(ckpt)
+    checkpoint.load_model(run)
 
 
 def test_resume_drops_the_metrics_logged_after_the_checkpoint(tmp_path):
