@@ -125,18 +125,26 @@ def _exp_f64(x):
     return p * _bits_as_float(bits)
 
 
+def by_float_type(stub, f32, f64):
+    """Make a call of ``stub(x)`` inside a Numba kernel compile to ``f32(x)`` or ``f64(x)``
+    by the type of the scalar x (inlined, so the kernel's loop still vectorises). ``stub``
+    is what Python calls outside a kernel. Returns ``stub``."""
+    @overload(stub, jit_options={"fastmath": FASTMATH}, inline="always")
+    def _typed(x):
+        if x == types.float32:
+            return lambda x: f32(x)
+        if x == types.float64:
+            return lambda x: f64(x)
+        return None
+    return stub
+
+
 def fast_exp(x):
     """exp(x) of a float32 or float64 scalar; inside a Numba kernel, the SIMD-friendly version."""
     return np.exp(x)
 
 
-@overload(fast_exp, jit_options={"fastmath": FASTMATH}, inline="always")
-def _fast_exp_jit(x):
-    if x == types.float32:
-        return lambda x: _exp_f32(x)
-    if x == types.float64:
-        return lambda x: _exp_f64(x)
-    return None
+by_float_type(fast_exp, _exp_f32, _exp_f64)
 
 
 @njit(fastmath=FASTMATH, cache=True, inline="always")

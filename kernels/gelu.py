@@ -53,10 +53,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, types
-from numba.extending import overload
+from numba import njit
 
-from ._cpu import FASTMATH, compute_dtype, fast_exp, readonly, run_parallel
+from ._cpu import FASTMATH, by_float_type, compute_dtype, fast_exp, readonly, run_parallel
 
 APPROXIMATIONS = ("none", "tanh")
 
@@ -146,13 +145,7 @@ def _erf_parts(z):
     return (_erf_parts_f32 if isinstance(z, np.float32) else _erf_parts_f64)(z)
 
 
-@overload(_erf_parts, jit_options={"fastmath": FASTMATH}, inline="always")
-def _erf_parts_jit(z):
-    if z == types.float32:
-        return lambda z: _erf_parts_f32(z)
-    if z == types.float64:
-        return lambda z: _erf_parts_f64(z)
-    return None
+by_float_type(_erf_parts, _erf_parts_f32, _erf_parts_f64)
 
 
 @njit(fastmath=FASTMATH, cache=True, inline="always")

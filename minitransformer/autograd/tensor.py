@@ -43,7 +43,7 @@ def _is_float(dtype) -> bool:
 class Tensor:
     """An array with an optional gradient and the graph node that produced it."""
 
-    __slots__ = ("data", "grad", "requires_grad", "_node", "_retain", "__weakref__")
+    __slots__ = ("data", "grad", "requires_grad", "_node", "__weakref__")
     __array_ufunc__ = None  # ndarray <op> Tensor defers to Tensor's reflected operator
 
     def __init__(self, data, requires_grad: bool = False):
@@ -56,7 +56,6 @@ class Tensor:
         self.grad = None
         self.requires_grad = requires_grad
         self._node = None
-        self._retain = False
 
     @classmethod
     def _wrap(cls, data, requires_grad: bool):
@@ -66,7 +65,6 @@ class Tensor:
         t.grad = None
         t.requires_grad = requires_grad
         t._node = None
-        t._retain = False
         return t
 
     # ------------------------------------------------------------------ properties
@@ -148,8 +146,8 @@ class Tensor:
         return self
 
     def retain_grad(self) -> None:
-        """Keep ``.grad`` on this non-leaf tensor after backward (for inspection)."""
-        self._retain = True
+        """Keep ``.grad`` on this non-leaf tensor after backward (for inspection); a leaf
+        keeps its gradient anyway."""
         if self._node is not None:
             self._node.retained = weakref.ref(self)     # the graph holds nodes, not tensors
 
