@@ -159,7 +159,8 @@ def header(env: dict, mode: str) -> str:
         f"numpy {env['numpy']}, numba {env['numba']}, torch {env['torch']}, transformers {env['transformers']}",
         f"precision: {env['precision']}",
         f"NumPy's BLAS: {env['numpy_blas'] or 'unknown'}; host allocator: {env.get('allocator', 'unknown')}; "
-        f"idle BLAS threads: {env.get('blas_idle_threads', 'unknown')}",
+        f"idle BLAS threads: {env.get('blas_idle_threads', 'unknown')}; "
+        f"idle OpenMP threads: {env.get('openmp_idle_threads', 'unknown')}",
     ] + ([f"our linear layers' products: {env['products']}"] if env.get("products") else []) + [
         "load average: " + (" ".join(f"{x:.2f}" for x in load) if load else "unknown"),
     ] + ([f"warning: the load average ({load[0]:.1f}) exceeds the {env['cpu_count']} CPUs; multi-threaded "

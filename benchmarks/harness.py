@@ -227,6 +227,16 @@ def load_average() -> list[float] | None:
     return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
 
 
+def openmp_idle_threads() -> str:
+    """How long GNU OpenMP's idle threads (MKL's, PyTorch's) spin before they sleep."""
+    if backend.OPENMP_SPIN_SHORT:
+        return "spin 10,000 rounds, then sleep"
+    said = {k: os.environ[k] for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in os.environ}
+    if said:
+        return "as the environment says: " + ", ".join(f"{k}={v}" for k, v in said.items())
+    return "spin 300,000 rounds (GNU OpenMP default: loaded before minitransformer)"
+
+
 def environment(device: str, threads: dict, torch=None) -> dict:
     """What a reader of the figures needs to know about the machine and the software."""
     import numba
@@ -247,6 +257,7 @@ def environment(device: str, threads: dict, torch=None) -> dict:
         # freed memory kept for the next step (mallopt, glibc), or handed back to the system
         "allocator": "keeps freed memory" if backend.keep_freed_memory() else "system default",
         "blas_idle_threads": "sleep at once" if backend.BLAS_THREADS_SLEEP else "spin (OpenBLAS default)",
+        "openmp_idle_threads": openmp_idle_threads(),
     }
     try:
         import transformers

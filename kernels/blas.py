@@ -26,11 +26,13 @@ BLAS reads row-major arrays through a leading dimension: row i of A starts lda e
 after row i-1. A C-contiguous (m, k) array is (m, k) row-major with lda = k; its transpose
 (an F-contiguous view) is the same memory read as op = T, so no operand is ever copied.
 
-Threads: MKL runs on the GNU OpenMP runtime (its "GNU threading layer"), the runtime
-Numba's parallel kernels use, so the products and the fused kernels between them share
-one pool of threads instead of two pools taking the same cores in turn, and MKL uses
-exactly the threads it is given (no dynamic adjustment), so a product's bits do not
-depend on the machine's load.
+Threads: MKL runs on the GNU OpenMP runtime (its "GNU threading layer"), PyTorch's runtime
+too, so a process that holds both has one pool of threads for products, not two taking the
+same cores in turn. MKL uses exactly the threads it is given (no dynamic adjustment), so a
+product's bits do not depend on the machine's load. The fused kernels between the products
+run on threads of their own (``_cpu.run_parallel``); for them to find the cores free, the
+package shortens how long OpenMP's idle threads spin after a product
+(``minitransformer/__init__.py``).
 
 Reproducibility: a run resumed from a checkpoint holds new arrays at new addresses, and
 must compute what the uninterrupted run computed. On the machines this was measured on
@@ -197,7 +199,7 @@ def describe() -> str:
     if mkl is None:
         return f"NumPy's BLAS ({(_USING[-1] if _USING else _POLICY)['why']})"
     threads = mkl["lib"].MKL_Get_Max_Threads()
-    layer = os.environ.get("MKL_THREADING_LAYER", "GNU OpenMP, shared with Numba's kernels")
+    layer = os.environ.get("MKL_THREADING_LAYER", "GNU OpenMP")
     return f"MKL ({mkl['version']}; {threads} threads; threading: {layer})"
 
 

@@ -18,6 +18,9 @@ _cupy = None            # the cupy module once imported, False if it is not inst
 # True when OpenBLAS's idle threads sleep at once instead of spinning (set by the package's
 # __init__, which asks for it before NumPy loads OpenBLAS).
 BLAS_THREADS_SLEEP = False
+# True when GNU OpenMP's idle threads (MKL's, PyTorch's) spin 10,000 rounds, not 300,000,
+# before they sleep (also set by the package's __init__, before anything loads OpenMP).
+OPENMP_SPIN_SHORT = False
 _EXTRA = {}             # array type -> (array module, device name)
 _default_rng = numpy.random.default_rng(0)
 
