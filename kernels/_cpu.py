@@ -24,12 +24,14 @@ The CUDA kernels' runtime is ``_cuda.py``.
 """
 from __future__ import annotations
 
+import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+import time
 
 import numpy as np
 from llvmlite import ir
-from numba import config, get_num_threads, njit, types
+from numba import get_num_threads, njit, types
+from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
@@ -198,21 +200,207 @@ def exp_sub_total(src, shift):
 # ``numba.get_num_threads()`` allows, each with its own share of the units. Numba's
 # ``prange`` would do the same, but a parallel function is compiled together with all it
 # calls and costs several times longer to compile (tens of seconds for the attention
-# kernels, in every fresh process that finds no cache), and the threads here cost
-# microseconds per call.
+# kernels, in every fresh process that finds no cache).
+#
+# Handing a share to a thread that sleeps costs the operating system's wake-up: 100 us on
+# a 2-core virtual machine (Intel Xeon; 54 us on an AMD EPYC), a tenth of a 1 ms kernel,
+# and the woken thread may even be queued behind the caller on its core and start only
+# when the caller's share is done. So the threads here wait the way OpenMP's do: after a
+# share, a thread spins on a flag in memory for a while (``SPIN_SECONDS``), where a new
+# share reaches it in about a microsecond, and only then sleeps. The flags are read and
+# written inside Numba code, without the interpreter's lock; each side runs Python (and
+# so holds that lock) only while the other is inside a kernel or spinning, so neither
+# waits for the lock in the common case:
+#
+#   caller                                   worker (spinning in _post_and_await)
+#   task = (kernel, share, args); GO = n     sees GO = n, waits GRACE (the caller's call
+#   kernel(share 0) .......................  into its kernel), then kernel(share) ......
+#   _await(DONE >= n) (spinning)             _post_and_await: DONE = n, then spins on GO
+#
+# A worker that spun ``SPIN_SECONDS`` without news sleeps on a condition variable, and
+# the caller wakes it when it posts the next share (both under the condition's lock, so
+# no wake-up is lost). While spinning, a worker yields its core to any other thread that
+# wants it (a product library's, say) after its first rounds.
 # ---------------------------------------------------------------------------------------
+
+SPIN_SECONDS = 200e-6      # how long an idle worker spins before it sleeps (OpenMP's, as
+                           # the package sets it, spin 0.1-0.2 ms: kernels/blas.py)
+GRACE_SECONDS = 5e-6       # how long a worker lets the caller enter its own share first
+_FIRST_SPIN_SECONDS = 20e-6   # of which spun before each round yields the core
+_GO, _DONE = 0, 8          # a worker's flags, a cache line apart: (GO, DONE) of 8 int64s
+
+
+def _element_pointer(context, builder, array_type, array, index):
+    ary = context.make_array(array_type)(context, builder, array)
+    return cgutils.get_item_pointer(context, builder, array_type, ary, [index])
+
+
+@intrinsic
+def _load_acquire(_typingctx, flags, index):
+    """flags[index] read as an atomic load: never cached in a register, so a spinning loop
+    sees another thread's store."""
+    if flags != types.int64[::1]:
+        return None
+
+    def codegen(context, builder, signature, args):
+        ptr = _element_pointer(context, builder, signature.args[0], args[0], args[1])
+        return builder.load_atomic(ptr, "acquire", 8)
+
+    return types.int64(flags, index), codegen
+
+
+@intrinsic
+def _store_release(_typingctx, flags, index, value):
+    """flags[index] = value as an atomic store: visible to another thread's atomic load once
+    everything written before it is."""
+    if flags != types.int64[::1]:
+        return None
+
+    def codegen(context, builder, signature, args):
+        ptr = _element_pointer(context, builder, signature.args[0], args[0], args[1])
+        builder.store_atomic(args[2], ptr, "release", 8)
+        return context.get_dummy_value()
+
+    return types.void(flags, index, value), codegen
+
+
+# POSIX's sched_yield(), called from inside Numba code: hands the core to another thread
+# that is ready to run on it, if any, and returns at once otherwise.
+_sched_yield = types.ExternalFunction("sched_yield", types.int32())
+
+
+@njit(nogil=True, cache=True)
+def _await(flags, index, value, spins, yields):
+    """Spin until flags[index] >= value: True, or False after ``spins`` rounds of reading
+    the flag and then ``yields`` rounds that also yield the core (-1: no limit)."""
+    i = 0
+    while _load_acquire(flags, index) < value:
+        i += 1
+        if i > spins:
+            if i - spins == yields + 1:
+                return False
+            _sched_yield()
+    return True
+
+
+@njit(nogil=True, cache=True)
+def _post_and_await(flags, post_index, post_value, index, value, spins, yields):
+    """flags[post_index] = post_value, then ``_await(flags, index, value, ...)``."""
+    _store_release(flags, post_index, post_value)
+    return _await(flags, index, value, spins, yields)
+
+
+def _rounds_per_second(spins: int, yields: int) -> float:
+    """How many rounds of ``_await`` this machine runs per second, reading only
+    (``yields`` 0) or also yielding (``spins`` 0)."""
+    flags = np.zeros(16, np.int64)
+    _await(flags, _GO, 1, 10, 10)                       # compiled (or loaded) before timing
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        _await(flags, _GO, 1, spins, yields)
+        best = min(best, time.perf_counter() - start)
+    return (spins + yields) / max(best, 1e-9)
+
+
+class _Worker:
+    """One thread that runs the shares posted to it (see the comment above)."""
+
+    def __init__(self, pool, index):
+        self.flags = np.zeros(16, np.int64)             # GO at 0, DONE at 8
+        self.task = None                                # (kernel, share, args) of the last GO
+        self.error = None                               # what that share raised, if anything
+        self.asleep = False                             # guarded by wake
+        self.wake = threading.Condition(threading.Lock())
+        self.pool = pool
+        self.thread = threading.Thread(target=self._loop, name=f"minitransformer-kernel-{index}",
+                                       daemon=True)
+        self.thread.start()
+
+    def post(self, n, kernel, share, args):
+        self.task = (kernel, share, args)
+        with self.wake:
+            self.flags[_GO] = n
+            if self.asleep:
+                self.wake.notify()
+
+    def _loop(self):
+        pool, flags = self.pool, self.flags
+        n = 0
+        while True:
+            n += 1
+            # DONE = n - 1 (the last share, or nothing yet), then spin for GO = n
+            if _post_and_await(flags, _DONE, n - 1, _GO, n, pool.spins, pool.yields):
+                _await(flags, _GO + 1, 1, pool.grace, 0)        # GO + 1 stays 0: a pause
+            else:
+                with self.wake:
+                    self.asleep = True
+                    while flags[_GO] < n:
+                        self.wake.wait()
+                    self.asleep = False
+            kernel, share, args = self.task
+            self.task = None
+            try:
+                kernel(*share, *args)
+            except BaseException as error:              # handed to the caller, who raises it
+                self.error = error
+            # Hold no reference to the arrays once done: the autograd engine lets a leaf keep
+            # a kernel's output as its gradient, without a copy, only when nothing else can.
+            del kernel, share, args
+
+
+class _Pool:
+    """The worker threads of this process, made on first use."""
+
+    def __init__(self):
+        spin_rate, yield_rate = _rounds_per_second(20_000, 0), _rounds_per_second(0, 200)
+        self.spins = max(1, int(_FIRST_SPIN_SECONDS * spin_rate))     # then each round yields
+        self.yields = max(1, int((SPIN_SECONDS - _FIRST_SPIN_SECONDS) * yield_rate))
+        self.grace = max(1, int(GRACE_SECONDS * spin_rate))
+        self.workers = []
+        self.posted = 0                                 # the number of the last GO
+        self.busy = threading.Lock()                    # one caller at a time
+
+    def run(self, kernel, shares, args):
+        """Shares 1.. on workers, share 0 here; returns when all are done."""
+        while len(self.workers) < len(shares) - 1:
+            self.workers.append(_Worker(self, len(self.workers)))
+        self.posted += 1
+        n = self.posted
+        workers = self.workers[:len(shares) - 1]
+        for worker, share in zip(workers, shares[1:]):
+            worker.post(n, kernel, share, args)
+        try:
+            kernel(*shares[0], *args)
+        finally:
+            for worker in workers:          # the workers use the arrays: wait even on error
+                _await(worker.flags, _DONE, n, self.spins, -1)
+        for worker in workers:
+            error, worker.error = worker.error, None
+            if error is not None:
+                raise error
+
 
 _pool = None
 _pool_lock = threading.Lock()
 
 
-def _thread_pool():
+def _the_pool():
     global _pool
     with _pool_lock:
         if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=max(1, config.NUMBA_NUM_THREADS - 1),
-                                       thread_name_prefix="minitransformer-kernel")
+            _pool = _Pool()
         return _pool
+
+
+def _forget_pool():
+    """In a child made by fork: the parent's workers do not exist here; make new ones."""
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
 
 
 def run_parallel(kernel, n_units, *args, contiguous=False):
@@ -220,7 +408,8 @@ def run_parallel(kernel, n_units, *args, contiguous=False):
 
     Strided shares (thread t takes t, t + n, t + 2n, ...) balance units of uneven cost,
     such as the query tiles of causal attention; contiguous shares keep each thread on its
-    own stretch of memory. The calling thread runs the first share itself.
+    own stretch of memory. The calling thread runs the first share itself. A second
+    caller while the workers are busy (another Python thread) runs its shares itself.
     """
     if n_units <= 1:          # no hand-off (and no lock in get_num_threads) for one unit
         kernel(0, n_units, 1, *args)
@@ -231,13 +420,15 @@ def run_parallel(kernel, n_units, *args, contiguous=False):
         shares = [(bounds[t], bounds[t + 1], 1) for t in range(n_threads)]
     else:
         shares = [(t, n_units, n_threads) for t in range(n_threads)]
-    if n_threads == 1:
-        kernel(*shares[0], *args)
+    pool = _the_pool() if n_threads > 1 else None
+    if pool is None or not pool.busy.acquire(blocking=False):
+        for share in shares:
+            kernel(*share, *args)
         return
-    futures = [_thread_pool().submit(kernel, *share, *args) for share in shares[1:]]
-    kernel(*shares[0], *args)
-    for future in futures:
-        future.result()
+    try:
+        pool.run(kernel, shares, args)
+    finally:
+        pool.busy.release()
 
 
 # ---------------------------------------------------------------------------------------
