@@ -326,18 +326,20 @@ class _Worker:
 
     def _loop(self):
         pool, flags = self.pool, self.flags
-        n = 0
+        done = 0                    # the number of the last share this worker ran
         while True:
-            n += 1
-            # DONE = n - 1 (the last share, or nothing yet), then spin for GO = n
-            if _post_and_await(flags, _DONE, n - 1, _GO, n, pool.spins, pool.yields):
+            # DONE = done, then spin for a new GO. Shares are numbered by the pool, not by
+            # worker: a worker made after others, or left out of a call that needed fewer
+            # threads, sees numbers jump, and answers each with the number it was given.
+            if _post_and_await(flags, _DONE, done, _GO, done + 1, pool.spins, pool.yields):
                 _await(flags, _GO + 1, 1, pool.grace, 0)        # GO + 1 stays 0: a pause
             else:
                 with self.wake:
                     self.asleep = True
-                    while flags[_GO] < n:
+                    while flags[_GO] <= done:
                         self.wake.wait()
                     self.asleep = False
+            done = int(flags[_GO])
             kernel, share, args = self.task
             self.task = None
             try:

@@ -96,6 +96,18 @@ def test_the_caller_waits_for_the_workers_before_raising_its_own_error():
     assert written == [1]
 
 
+def test_a_worker_made_after_many_calls_answers_the_pools_numbers():
+    # Shares are numbered by the pool: a worker made late (more threads than before) first
+    # sees a large number, and the caller waits for that number back.
+    pool = _cpu._Pool()
+    pool.posted = 1000
+    counts = np.zeros(3, np.int64)
+    shares = [(0, 3, 2), (1, 3, 2)]
+    assert _finishes(lambda: pool.run(_count, shares, (counts,))), "the caller waited for a number never sent"
+    assert _finishes(lambda: pool.run(_count, shares, (counts,)))
+    assert (counts == 2).all()
+
+
 def test_callers_on_several_threads_at_once():
     failures = []
 
