@@ -223,8 +223,8 @@ def exp_sub_total(src, shift):
 # wants it (a product library's, say) after its first rounds.
 # ---------------------------------------------------------------------------------------
 
-SPIN_SECONDS = 200e-6      # how long an idle worker spins before it sleeps (OpenMP's, as
-                           # the package sets it, spin 0.1-0.2 ms: kernels/blas.py)
+SPIN_SECONDS = 200e-6      # how long an idle worker spins before it sleeps (OpenMP's threads,
+                           # as the package sets them, spin 0.1-0.2 ms: minitransformer/__init__.py)
 GRACE_SECONDS = 5e-6       # how long a worker lets the caller enter its own share first
 _FIRST_SPIN_SECONDS = 20e-6   # of which spun before each round yields the core
 _GO, _DONE = 0, 8          # a worker's flags, a cache line apart: (GO, DONE) of 8 int64s
