@@ -230,7 +230,7 @@ def load_average() -> list[float] | None:
 def openmp_idle_threads() -> str:
     """How long GNU OpenMP's idle threads (MKL's, PyTorch's) spin before they sleep."""
     if backend.OPENMP_SPIN_SHORT:
-        return "spin 10,000 rounds, then sleep"
+        return f"spin {int(mt.OPENMP_SPINCOUNT):,} rounds, then sleep"
     said = {k: os.environ[k] for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in os.environ}
     if said:
         return "as the environment says: " + ", ".join(f"{k}={v}" for k, v in said.items())

@@ -54,8 +54,8 @@ from minitransformer.autograd import (  # noqa: E402
 from minitransformer.backend import manual_seed  # noqa: E402
 
 backend.BLAS_THREADS_SLEEP = _BLAS_SLEEP or os.environ.get("OPENBLAS_THREAD_TIMEOUT") == "4"
-backend.OPENMP_SPIN_SHORT = _OPENMP_SHORT or (os.environ.get("GOMP_SPINCOUNT") == OPENMP_SPINCOUNT
-                                             and "OMP_WAIT_POLICY" not in os.environ)
+backend.OPENMP_SPIN_SHORT = (os.environ.get("GOMP_SPINCOUNT") == OPENMP_SPINCOUNT
+                             and "OMP_WAIT_POLICY" not in os.environ)
 
 __version__ = "0.1.0"
 
