@@ -51,6 +51,10 @@ import sys
 from importlib import metadata
 
 import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from minitransformer import backend
 
@@ -289,3 +293,124 @@ def _numpy_gemm(a, b, trans_a, trans_b, out, alpha, beta):
         out *= beta
     out += product
     return out
+
+
+# ---------------------------------------------------------------------------------------
+# Products inside Numba kernels.
+#
+# The attention kernel multiplies tiles of 64 rows from inside its own threads. It calls
+# BLAS there through a function's address, the Fortran interface's ?gemm, which takes every
+# argument by reference:
+#
+#     gemm(transa, transb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
+#
+# and is column-major. A row-major (r, c) matrix with row stride ld is, to Fortran, its
+# transpose: a column-major (c, r) one with the same ld. So the row-major product
+# C = op(A) op(B) is the column-major C^T = op(B)^T op(A)^T: the same call with A and B
+# (and m and n) swapped, the ops unchanged. Through the leading dimensions a tile is read
+# where it lies (the rows of one head inside a (B, T, H, D) array have stride H D), alpha
+# scales the product and beta = 1 adds it into C: no copies, no separate passes.
+#
+# Which BLAS: the one the linear layers use. MKL where it runs the products (its ``sgemm``
+# symbol), told to stay on the calling thread (``MKL_Set_Num_Threads_Local(1)``), since the
+# kernel's threads already share the cores; elsewhere SciPy's, the OpenBLAS of its wheel
+# that Numba's own ``np.dot`` calls, which runs products this small on the calling thread.
+# The addresses are arguments of the kernel, not constants in it, so its compiled code stays
+# valid in the next process and is cached on disk like every other kernel's.
+# ---------------------------------------------------------------------------------------
+
+NO_TRANS, TRANS = ord("N"), ord("T")
+
+_KERNEL_BLAS: dict = {}        # (library, dtype) -> int64 [gemm address, threads-local address]
+
+
+def kernel_blas(dtype) -> np.ndarray:
+    """What a Numba kernel calls for its products, as an int64 array: the address of a
+    Fortran-interface gemm for ``dtype`` (float32 or float64), and the address of
+    ``MKL_Set_Num_Threads_Local`` where that gemm is MKL's, else 0."""
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise TypeError(f"kernel_blas: {dtype} has no BLAS product; use float32 or float64")
+    mkl = _active()
+    key = ("numpy" if mkl is None else "mkl", dtype)
+    if key not in _KERNEL_BLAS:
+        name = "sgemm" if dtype == np.float32 else "dgemm"
+        if mkl is None:
+            from numba.extending import get_cython_function_address
+
+            fns = (get_cython_function_address("scipy.linalg.cython_blas", name), 0)
+        else:
+            fns = (ctypes.cast(getattr(mkl["lib"], name), ctypes.c_void_p).value,
+                   ctypes.cast(mkl["lib"].MKL_Set_Num_Threads_Local, ctypes.c_void_p).value)
+        _KERNEL_BLAS[key] = np.array(fns, np.int64)
+    return _KERNEL_BLAS[key]
+
+
+@intrinsic
+def _fortran_gemm(_typingctx, fn, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+    """Call the Fortran-interface gemm at address ``fn``; a, b, c are addresses. Each
+    argument is stored in a stack slot and passed by its address, as Fortran expects."""
+    if alpha not in (types.float32, types.float64) or beta != alpha:
+        return None
+    sig = types.void(fn, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+
+    def codegen(context, builder, signature, args):
+        i8, i32 = ir.IntType(8), ir.IntType(32)
+        real = context.get_value_type(signature.args[6])
+
+        def by_reference(value, ty):
+            if isinstance(ty, ir.IntType) and value.type.width != ty.width:
+                value = builder.trunc(value, ty) if value.type.width > ty.width else builder.sext(value, ty)
+            slot = cgutils.alloca_once(builder, ty)
+            builder.store(value, slot)
+            return slot
+
+        def address(value):
+            return builder.inttoptr(value, real.as_pointer())
+
+        f, ta, tb, m_, n_, k_, al, a_, lda_, b_, ldb_, be, c_, ldc_ = args
+        call_args = [by_reference(ta, i8), by_reference(tb, i8), by_reference(m_, i32),
+                     by_reference(n_, i32), by_reference(k_, i32), by_reference(al, real),
+                     address(a_), by_reference(lda_, i32), address(b_), by_reference(ldb_, i32),
+                     by_reference(be, real), address(c_), by_reference(ldc_, i32)]
+        fnty = ir.FunctionType(ir.VoidType(), [x.type for x in call_args])
+        builder.call(builder.inttoptr(f, fnty.as_pointer()), call_args)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def _call_int(_typingctx, fn, value):
+    """int fn(int value) at address ``fn`` (MKL_Set_Num_Threads_Local)."""
+    if not isinstance(value, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(i32, [i32])
+        result = builder.call(builder.inttoptr(args[0], fnty.as_pointer()),
+                              [builder.trunc(args[1], i32) if args[1].type.width > 32 else args[1]])
+        return builder.sext(result, ir.IntType(64))
+
+    return types.int64(fn, value), codegen
+
+
+@njit(nogil=True, cache=True, inline="always")
+def kernel_gemm(blas_fns, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+    """C = alpha op(A) op(B) + beta C on row-major memory, from inside a kernel.
+
+    C is (m, n); op(A) is (m, k), op(B) is (k, n); ``trans_*`` is NO_TRANS or TRANS; a, b,
+    c are addresses and lda, ldb, ldc row strides in elements. ``blas_fns`` is what
+    ``kernel_blas`` returned for the dtype of alpha."""
+    # Row-major C is column-major C^T = op(B)^T op(A)^T: A and B swap, the ops stay.
+    _fortran_gemm(blas_fns[0], trans_b, trans_a, n, m, k, alpha, b, ldb, a, lda, beta, c, ldc)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def kernel_threads(blas_fns, n):
+    """Limit the calling thread's products to ``n`` threads (0: back to the process's
+    setting); returns the previous limit. Nothing to do, and 0, where the BLAS is not MKL."""
+    if blas_fns[1] == 0:
+        return 0
+    return _call_int(blas_fns[1], n)

@@ -19,7 +19,7 @@ CASES = (  # (title, Tq, Tk)
     ("self-attention, T = 1024", 1024, 1024),
     ("decoding 256 new queries against 1024 keys", 256, 1024),
 )
-BLOCK_Q, BLOCK_K = A.BLOCK_Q, A.block_k_for(64)          # the kernel's tiles for head_dim 64
+BLOCK_Q, BLOCK_K = A.default_tiles(64, causal=True)      # the kernel's causal tiles for head_dim 64
 
 
 def make(out_dir):

@@ -15,8 +15,9 @@ import minitransformer as mt
 import minitransformer.functional as F
 from minitransformer import kernels
 from minitransformer.kernels import attention as A
+from minitransformer.kernels import blas
 
-from .util import assert_close
+from .util import LIBRARIES, assert_close
 
 
 @st.composite
@@ -141,6 +142,68 @@ def test_default_tiles_with_ragged_edges(dtype):
     for g, ref, name in zip(grads, grads_ref, "qkv"):
         assert_close(g, ref, dtype, f"d{name}")
     assert_close(dbias, dbias_ref, dtype, "dbias")
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+@pytest.mark.parametrize("causal", [False, True])
+def test_default_tiles_of_each_blas(library, causal):
+    """The default tiles of each library this machine has (MKL's are 256 wide without a
+    causal mask): T = 300 leaves a ragged last tile either way."""
+    case = dict(shape=(2, 2, 300, 290, 32), causal=causal, mask="padding", bias="per_batch",
+                dropout=0.1, scale=None, dtype=np.float32, seed=6)
+    q, k, v, do, mask, bias = make_inputs(case)
+    o_ref, grads_ref, dbias_ref = reference(q, k, v, do, mask, bias, case)
+    args = (mask, bias, None, causal, 0.1, 1234)
+    with blas.using(library):
+        tiles = A.default_tiles(32, causal)
+        o, lse = A.attention_forward(q, k, v, *args)
+        *grads, dbias = A.attention_backward(q, k, v, o, lse, do, *args)
+    if library == "mkl":
+        assert tiles == ((64, 64) if causal else (256, 256))
+    assert_close(o, o_ref, np.float32, "O")
+    for g, ref, name in zip(grads, grads_ref, "qkv"):
+        assert_close(g, ref, np.float32, f"d{name}")
+    assert_close(dbias, dbias_ref, np.float32, "dbias")
+
+
+def test_heads_are_read_where_they_lie():
+    """Heads that are views of a (B, T, H, D) projection go to BLAS in place (rows H D
+    apart), not copied; a layout BLAS cannot read, or another dtype, is copied. Either way
+    the results are the same, and the gradients come as views of (B, T, H, D) memory."""
+    rng = np.random.default_rng(7)
+    b, t, h, d = 2, 70, 3, 16
+    heads = [rng.standard_normal((b, t, h, d)).astype(np.float32).transpose(0, 2, 1, 3) for _ in range(4)]
+    for x in heads:
+        kept, rows = A._rows(x, np.float32)
+        assert kept is x and list(rows[1:]) == [t * h * d, d, h * d]
+    assert not np.shares_memory(A._rows(heads[0][..., ::2], np.float32)[0], heads[0])
+    assert A._rows(heads[0], np.float64)[0].dtype == np.float64
+    q, k, v, do = heads
+    contiguous = [np.ascontiguousarray(x) for x in heads]
+    o, lse = A.attention_forward(q, k, v, causal=True, block_q=16, block_k=8)
+    o_c, lse_c = A.attention_forward(*contiguous[:3], causal=True, block_q=16, block_k=8)
+    np.testing.assert_array_equal(o, o_c)
+    grads = A.attention_backward(q, k, v, o, lse, do, causal=True, block_q=16, block_k=8)[:3]
+    grads_c = A.attention_backward(*contiguous[:3], o_c, lse_c, contiguous[3], causal=True,
+                                   block_q=16, block_k=8)[:3]
+    for g, g_c in zip(grads, grads_c):
+        np.testing.assert_array_equal(g, g_c)
+        assert g.transpose(0, 2, 1, 3).flags.c_contiguous          # (B, T, H, D) memory
+
+
+def test_half_precision_inputs_compute_in_float32():
+    rng = np.random.default_rng(8)
+    q, k, v, do = (rng.standard_normal((1, 2, 20, 8)).astype(np.float16) for _ in range(4))
+    o, lse = A.attention_forward(q, k, v, causal=True)
+    grads = A.attention_backward(q, k, v, o, lse, do, causal=True)[:3]
+    wide = [x.astype(np.float32) for x in (q, k, v, do)]
+    o32, lse32 = A.attention_forward(*wide[:3], causal=True)
+    grads32 = A.attention_backward(*wide[:3], o32, lse32, wide[3], causal=True)[:3]
+    assert o.dtype == np.float16 and lse.dtype == np.float32
+    np.testing.assert_allclose(o.astype(np.float32), o32, atol=2e-3)
+    for g, g32 in zip(grads, grads32):
+        assert g.dtype == np.float16
+        np.testing.assert_allclose(g.astype(np.float32), g32, atol=5e-3, rtol=5e-3)
 
 
 def test_output_is_heads_last_so_the_merge_of_the_heads_is_a_view():

@@ -8,22 +8,15 @@ import platform
 import subprocess
 import sys
 import textwrap
-from importlib import metadata
 
 import numpy as np
 import pytest
+from numba import njit
 
 from minitransformer.kernels import blas
 
-def _mkl_installed() -> bool:
-    try:
-        metadata.distribution("mkl")
-        return True
-    except metadata.PackageNotFoundError:
-        return False
-
-
-LIBRARIES = ["numpy", "mkl"] if _mkl_installed() else ["numpy"]
+from .util import LIBRARIES
+from .util import mkl_installed as _mkl_installed
 
 
 @pytest.fixture(params=LIBRARIES)
@@ -120,6 +113,66 @@ def test_empty_and_mixed_inputs(library):
     assert np.array_equal(blas.gemm(a, np.ones((0, 4), np.float32)), np.zeros((3, 4), np.float32))
     mixed = blas.gemm(np.ones((2, 3), np.float32), np.ones((3, 2), np.float64))
     assert mixed.dtype == np.float64 and np.all(mixed == 3.0)
+
+
+@njit
+def _kernel_product(fns, trans_a, trans_b, alpha, a, lda, b, ldb, beta, c, ldc, m, n, k):
+    """One product from inside a Numba function, on row strides given by the caller."""
+    blas.kernel_gemm(fns, trans_a, trans_b, m, n, k, alpha, a.ctypes.data, lda, b.ctypes.data,
+                     ldb, beta, c.ctypes.data, ldc)
+
+
+@pytest.mark.parametrize("dtype,tol", [(np.float32, 2e-6), (np.float64, 1e-14)])
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("trans_b", [False, True])
+def test_a_kernel_multiplies_through_blas_in_place(library, dtype, tol, trans_a, trans_b):
+    """kernel_gemm: C = alpha op(A) op(B) + beta C on row-major memory whose rows are wider
+    than the matrices (the attention kernel's heads inside (B, T, H, D) arrays), all four
+    ops, on the library the linear layers use."""
+    rng = np.random.default_rng(2)
+    m, k, n = 37, 19, 23
+    wide = 7                                  # each matrix is the left part of wider rows
+    a_mem = rng.standard_normal(((k, m) if trans_a else (m, k))).astype(dtype)
+    a_mem = np.concatenate([a_mem, np.zeros((a_mem.shape[0], wide), dtype)], axis=1)
+    b_mem = rng.standard_normal(((n, k) if trans_b else (k, n))).astype(dtype)
+    b_mem = np.concatenate([b_mem, np.zeros((b_mem.shape[0], wide), dtype)], axis=1)
+    c_mem = rng.standard_normal((m, n + wide)).astype(dtype)
+    a, b, c0 = a_mem[:, :-wide], b_mem[:, :-wide], c_mem.copy()
+    want = (0.5 * (a.T if trans_a else a).astype(np.float64) @ (b.T if trans_b else b).astype(np.float64)
+            + 2.0 * c0[:, :n].astype(np.float64))
+    fns = blas.kernel_blas(dtype)
+    _kernel_product(fns, blas.TRANS if trans_a else blas.NO_TRANS, blas.TRANS if trans_b else blas.NO_TRANS,
+                    dtype(0.5), a_mem, a_mem.shape[1], b_mem, b_mem.shape[1], dtype(2.0), c_mem,
+                    c_mem.shape[1], m, n, k)
+    assert np.abs(c_mem[:, :n] - want).max() <= tol * np.abs(want).max() * k * 4
+    np.testing.assert_array_equal(c_mem[:, n:], c0[:, n:])        # past each row: untouched
+
+
+@njit
+def _threads_inside(fns):
+    before = blas.kernel_threads(fns, 1)
+    inside = blas.kernel_threads(fns, before)
+    return before, inside
+
+
+@pytest.mark.skipif(not _mkl_installed(), reason="MKL is not installed (pip install minitransformer[mkl])")
+def test_a_kernels_products_stay_on_its_thread_and_the_limit_is_restored():
+    """On MKL, kernel_threads sets the calling thread's limit and gives back the previous one
+    (0: the process's setting; PyTorch's set_num_threads sets one too), so the linear layers'
+    products after a kernel run as before; on OpenBLAS there is nothing to set."""
+    with blas.using("mkl"):
+        fns = blas.kernel_blas(np.float32)
+        assert fns[1] != 0
+        threads = blas._active()["lib"].MKL_Get_Max_Threads()
+        before, inside = _threads_inside(fns)
+        assert inside == 1
+        assert _threads_inside(fns) == (before, 1)                 # restored
+        assert blas._active()["lib"].MKL_Get_Max_Threads() == threads
+    with blas.using("numpy"):
+        fns = blas.kernel_blas(np.float32)
+        assert fns[1] == 0 and _threads_inside(fns) == (0, 0)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        blas.kernel_blas(np.float16)
 
 
 def test_bad_shapes_name_both_shapes():

@@ -1,10 +1,24 @@
-"""Shared helpers for the kernel tests: the norm-wise comparison and the tolerances, and the
-report of the scripts that run the CUDA kernels under the simulator."""
+"""Shared helpers for the kernel tests: the norm-wise comparison and the tolerances, the
+product libraries this machine has, and the report of the scripts that run the CUDA kernels
+under the simulator."""
 from __future__ import annotations
 
 import os
+from importlib import metadata
 
 import numpy as np
+
+
+def mkl_installed() -> bool:
+    try:
+        metadata.distribution("mkl")
+        return True
+    except metadata.PackageNotFoundError:
+        return False
+
+
+# The CPU product libraries this machine has (kernels/blas.py), for tests that run on each.
+LIBRARIES = ["numpy", "mkl"] if mkl_installed() else ["numpy"]
 
 # ||kernel - reference|| / ||reference|| must stay below these.
 TOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 1e-5}
