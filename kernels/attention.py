@@ -321,7 +321,7 @@ def _backward(first, stop, step, blas_fns, q, k, v, do, lse, delta, tq, tk, n_he
     group's buffer, and (when lanes are heads) dbias of its head."""
     # q, do: rows (b, h, i) of D; k, v, dk, dv: rows (b, h, j) of D (rows arrays, see _row);
     # dq_parts: G rows arrays, one dQ per key-tile group; lse, delta: (BH*Tq,); dbias: like bias.
-    # dk, dv and the dq_parts start at zero: the products add into them (beta = 1).
+    # The dq_parts start at zero: the products add into them (beta = 1).
     size = lse.itemsize
     n_bh = lse.shape[0] // tq
     n_qb = (tq + block_q - 1) // block_q
@@ -390,9 +390,12 @@ def _backward(first, stop, step, blas_fns, q, k, v, do, lse, delta, tq, tk, n_he
                         for c in range(nk):
                             for r in range(nq):
                                 pdt[c, r] = pt[c, r] * ft[c, r]
+                    # The first query tile's products set this key tile's dK and dV rows
+                    # (beta = 0), the later ones add to them.
+                    first_tile = dt(0.0) if qb == qb_first else dt(1.0)
                     # dV += P_drop^T dO: (nk, nq) x (nq, D)
                     kernel_gemm(blas_fns, NO_TRANS, NO_TRANS, nk, dim, nq, dt(1.0),
-                                pdt.ctypes.data, nq, do_tile, do[3], dt(1.0), dv_tile, dv[3])
+                                pdt.ctypes.data, nq, do_tile, do[3], first_tile, dv_tile, dv[3])
                     # dP_drop^T = V dO^T: (nk, D) x (D, nq)
                     kernel_gemm(blas_fns, NO_TRANS, TRANS, nk, nq, dim, dt(1.0), v_tile, v[3],
                                 do_tile, do[3], dt(0.0), dst.ctypes.data, nq)
@@ -411,7 +414,7 @@ def _backward(first, stop, step, blas_fns, q, k, v, do, lse, delta, tq, tk, n_he
                                 nq, k_tile, k[3], dt(1.0), dq_tile, dq[3])
                     # dK += scale dS^T Q: (nk, nq) x (nq, D)
                     kernel_gemm(blas_fns, NO_TRANS, NO_TRANS, nk, dim, nq, sc, dst.ctypes.data,
-                                nq, q_tile, q[3], dt(1.0), dk_tile, dk[3])
+                                nq, q_tile, q[3], first_tile, dk_tile, dk[3])
     kernel_threads(blas_fns, previous_threads)
 
 
@@ -543,9 +546,9 @@ def attention_backward(q, k, v, o, lse, do, mask=None, bias=None, scale=None, ca
     bias4, has_bias = _prepare_bias(bias, (B, H, tq, tk), dtype)
     p, hashed_seed, threshold = _dropout_args(float(dropout_p), seed)
     n_bh = B * H
-    dk = np.zeros((B, tk, H, dim), dtype)                      # the products add into these
-    dv = np.zeros((B, tk, H, dim), dtype)
-    dq = np.zeros((B, tq, H, dim), dtype)
+    dk = np.empty((B, tk, H, dim), dtype)                      # every row set by the kernel
+    dv = np.empty((B, tk, H, dim), dtype)
+    dq = np.zeros((B, tq, H, dim), dtype)                      # the products add into it
     dbias = np.zeros(bias4.shape, dtype) if has_bias else None
     if dq.size and dk.size:
         tiles = default_tiles(dim, causal)
@@ -579,6 +582,9 @@ def attention_backward(q, k, v, o, lse, do, mask=None, bias=None, scale=None, ca
                      heads(dk), heads(dv), dbias if has_bias else np.zeros((1, 1, 1, 1), dtype))
         if n_groups > 1:
             dq = dq_parts.sum(axis=0)
+    else:                    # no queries or no keys: nothing flows back to the keys either
+        dk[...] = 0.0
+        dv[...] = 0.0
 
     def back(a):  # (B, T, H, D) memory -> a (B, H, T, D) view, in the caller's dtype
         return a.transpose(0, 2, 1, 3).astype(caller_dtype, copy=False)

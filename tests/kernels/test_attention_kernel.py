@@ -268,6 +268,18 @@ def test_gradcheck_through_the_kernel():
     assert mt.gradcheck(attention, inputs, fast_mode=True)
 
 
+def test_no_queries_or_no_keys_give_zero_gradients():
+    rng = np.random.default_rng(9)
+    for tq, tk in ((0, 5), (5, 0)):
+        q = rng.standard_normal((1, 2, tq, 4)).astype(np.float32)
+        k, v = (rng.standard_normal((1, 2, tk, 4)).astype(np.float32) for _ in range(2))
+        o, lse = A.attention_forward(q, k, v)
+        assert o.shape == q.shape and np.all(o == 0)
+        dq, dk, dv, _ = A.attention_backward(q, k, v, o, lse, np.ones_like(q))
+        assert (dq.shape, dk.shape, dv.shape) == (q.shape, k.shape, v.shape)
+        assert not (dq.any() or dk.any() or dv.any())
+
+
 def test_bad_arguments_are_refused():
     q = np.zeros((1, 2, 3, 4), np.float32)
     with pytest.raises(ValueError, match="do not fit"):
