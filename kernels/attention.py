@@ -132,6 +132,30 @@ def tile_schedule(tq: int, tk: int, causal: bool = False, *, block_q: int = BLOC
 # reduction per row, which does not.
 # ---------------------------------------------------------------------------------------
 
+@njit(fastmath=FASTMATH, cache=True, inline="always")
+def _add_block_transposed(dst, src, i0, j0, bi, bj):
+    for i in range(i0, i0 + bi):
+        for j in range(j0, j0 + bj):
+            dst[i, j] += src[j, i]
+
+
+@njit(nogil=True, fastmath=FASTMATH, cache=True)
+def _add_transposed(dst, src):
+    """dst (m, n) += src^T for src (n, m), in 16 x 16 blocks: a block of each is a few cache
+    lines, where a row of one against a column of the other, in a 256-wide tile, touches a
+    new line at every step (3.5x slower). Full blocks have constant bounds, which LLVM
+    unrolls and vectorises."""
+    m, n = dst.shape
+    for i0 in range(0, m, 16):
+        bi = min(16, m - i0)
+        for j0 in range(0, n, 16):
+            bj = min(16, n - j0)
+            if bi == 16 and bj == 16:
+                _add_block_transposed(dst, src, i0, j0, 16, 16)
+            else:
+                _add_block_transposed(dst, src, i0, j0, bi, bj)
+
+
 @njit(fastmath=FASTMATH, cache=True)
 def _finish_scores(st, i0, j0, b, h, mask, has_mask, bias, has_bias, causal, offset):
     """In place on S^T (nk, nq): add the bias; -inf where key j may not be seen by query i."""
@@ -139,10 +163,7 @@ def _finish_scores(st, i0, j0, b, h, mask, has_mask, bias, has_bias, causal, off
     neg_inf = st.dtype.type(-np.inf)
     if has_bias:
         bb = b if bias.shape[0] > 1 else 0
-        for r in range(nq):
-            brow = bias[bb, h, i0 + r]
-            for c in range(nk):
-                st[c, r] += brow[j0 + c]
+        _add_transposed(st, bias[bb, h, i0:i0 + nq, j0:j0 + nk])
     if has_mask:
         mb = b if mask.shape[0] > 1 else 0
         mh = h if mask.shape[1] > 1 else 0
@@ -405,10 +426,7 @@ def _backward(first, stop, step, blas_fns, q, k, v, do, lse, delta, tq, tk, n_he
                             dst[c, r] = pt[c, r] * (dp - delta[row0 + r])   # dS^T
                     if has_bias:
                         bb = b if dbias.shape[0] > 1 else 0
-                        for r in range(nq):
-                            db_row = dbias[bb, h, i0 + r]
-                            for c in range(nk):
-                                db_row[j0 + c] += dst[c, r]
+                        _add_transposed(dbias[bb, h, i0:i0 + nq, j0:j0 + nk], dst)
                     # dQ += scale dS K: (nq, nk) x (nk, D), with dS = (dS^T)^T
                     kernel_gemm(blas_fns, TRANS, NO_TRANS, nq, dim, nk, sc, dst.ctypes.data,
                                 nq, k_tile, k[3], dt(1.0), dq_tile, dq[3])
@@ -530,12 +548,24 @@ def attention_forward(q, k, v, mask=None, bias=None, scale=None, causal=False, d
             lse.reshape(B, H, tq))   # lse stays in the compute dtype (float32 for halves)
 
 
+def _rows_in_place(x, dtype):
+    """The rows array of an output the kernel writes: it must be ``dtype`` with contiguous rows."""
+    kept, rows = _rows(x, dtype)
+    if kept is not x:
+        raise ValueError(f"attention_backward: an output of dtype {x.dtype} and strides {x.strides} "
+                         f"cannot be written in place; give {np.dtype(dtype)} arrays whose last axis "
+                         "is contiguous")
+    return rows
+
+
 def attention_backward(q, k, v, o, lse, do, mask=None, bias=None, scale=None, causal=False,
-                       dropout_p=0.0, seed=None, *, block_q=None, block_k=None):
+                       dropout_p=0.0, seed=None, *, block_q=None, block_k=None, out=None):
     """Gradients (dq, dk, dv, dbias) of ``attention_forward``; dbias is None without a bias.
 
     dq, dk and dv come, like o, as (B, H, T, D) views of (B, T, H, D) memory: the gradient
-    the attention layer's split of the heads hands back is then a view too."""
+    the attention layer's split of the heads hands back is then a view too. ``out``: three
+    (B, H, T, D) arrays to write dq, dk and dv into instead (views of one packed (B, T, 3,
+    H, D) gradient, for instance), in the compute dtype with contiguous rows."""
     q, k, v = np.asarray(q), np.asarray(k), np.asarray(v)
     _check_qkv(q, k, v)
     B, H, tq, dim = q.shape
@@ -546,9 +576,15 @@ def attention_backward(q, k, v, o, lse, do, mask=None, bias=None, scale=None, ca
     bias4, has_bias = _prepare_bias(bias, (B, H, tq, tk), dtype)
     p, hashed_seed, threshold = _dropout_args(float(dropout_p), seed)
     n_bh = B * H
-    dk = np.empty((B, tk, H, dim), dtype)                      # every row set by the kernel
-    dv = np.empty((B, tk, H, dim), dtype)
-    dq = np.zeros((B, tq, H, dim), dtype)                      # the products add into it
+    if out is None:              # (B, T, H, D) memory, seen as (B, H, T, D)
+        dq, dk, dv = (np.empty((B, t, H, dim), dtype).transpose(0, 2, 1, 3) for t in (tq, tk, tk))
+    else:
+        dq, dk, dv = out
+        if (dq.shape, dk.shape, dv.shape) != (q.shape, k.shape, v.shape):
+            raise ValueError(f"attention_backward: out shapes {dq.shape}, {dk.shape}, {dv.shape} "
+                             f"must be those of q, k, v: {q.shape}, {k.shape}, {v.shape}")
+    dq_rows, dk_rows, dv_rows = (_rows_in_place(x, dtype) for x in (dq, dk, dv))
+    dq[...] = 0.0                # the products add into dq; dK and dV rows are set by the kernel
     dbias = np.zeros(bias4.shape, dtype) if has_bias else None
     if dq.size and dk.size:
         tiles = default_tiles(dim, causal)
@@ -567,27 +603,24 @@ def attention_backward(q, k, v, o, lse, do, mask=None, bias=None, scale=None, ca
         lanes_are_heads = has_bias and bias4.shape[0] == 1 and B > 1
         n_lanes = H if lanes_are_heads else n_bh
         # Enough key-tile groups that the units (lanes x groups) share evenly among the
-        # threads: one group for 8 lanes on 2 threads, two for a single lane.
+        # threads: one group for 8 lanes on 2 threads, two for a single lane. Group 0 adds
+        # into dq, each other group into a dQ of its own, summed into dq at the end.
         n_threads = get_num_threads()
         n_groups = max(1, min(-(-tk // block_k), n_threads // math.gcd(n_lanes, n_threads)))
-        dq_parts = dq[None] if n_groups == 1 else np.zeros((n_groups,) + dq.shape, dtype)
-
-        def heads(x):  # the rows of our own (B, T, H, D) array, read (and written) in place
-            return _rows(x.transpose(0, 2, 1, 3), dtype)[1]
-
+        extra = np.zeros((n_groups - 1, B, tq, H, dim), dtype)
+        dq_parts = np.stack([dq_rows] + [_rows_in_place(x.transpose(0, 2, 1, 3), dtype) for x in extra])
         run_parallel(_backward, n_lanes * n_groups, kernel_blas(dtype), q_rows, k_rows, v_rows,
                      do_rows, lse1, delta, tq, tk, H, dim, mask4, has_mask, bias4, has_bias,
                      scale, bool(causal), p, hashed_seed, threshold, int(block_q), int(block_k),
-                     lanes_are_heads, n_groups, np.stack([heads(part) for part in dq_parts]),
-                     heads(dk), heads(dv), dbias if has_bias else np.zeros((1, 1, 1, 1), dtype))
+                     lanes_are_heads, n_groups, dq_parts, dk_rows, dv_rows,
+                     dbias if has_bias else np.zeros((1, 1, 1, 1), dtype))
         if n_groups > 1:
-            dq = dq_parts.sum(axis=0)
+            dq += extra.sum(axis=0).transpose(0, 2, 1, 3)
     else:                    # no queries or no keys: nothing flows back to the keys either
         dk[...] = 0.0
         dv[...] = 0.0
-
-    def back(a):  # (B, T, H, D) memory -> a (B, H, T, D) view, in the caller's dtype
-        return a.transpose(0, 2, 1, 3).astype(caller_dtype, copy=False)
-
-    return (back(dq), back(dk), back(dv),
+    if out is not None:
+        return dq, dk, dv, dbias
+    return (dq.astype(caller_dtype, copy=False), dk.astype(caller_dtype, copy=False),
+            dv.astype(caller_dtype, copy=False),
             None if dbias is None else dbias.astype(caller_dtype, copy=False))

@@ -403,8 +403,18 @@ def attention_forward(q, k, v, mask=None, bias=None, scale=None, causal=False, d
             lse.reshape(B, H, tq))   # lse stays in the compute dtype (float32 for halves)
 
 
+def into(out, grads):
+    """(dq, dk, dv, dbias) with dq, dk, dv copied into ``out``'s three arrays, where given
+    (``attention.attention_backward``'s ``out``); ``grads`` as they are otherwise."""
+    if out is None:
+        return grads
+    for target, g in zip(out, grads[:3]):
+        target[...] = g
+    return (*out, grads[3])
+
+
 def attention_backward(q, k, v, o, lse, do, mask=None, bias=None, scale=None, causal=False,
-                       dropout_p=0.0, seed=None, *, block_q=BLOCK_Q, block_k=None):
+                       dropout_p=0.0, seed=None, *, block_q=BLOCK_Q, block_k=None, out=None):
     """(dq, dk, dv, dbias) on the GPU; see ``attention.attention_backward``."""
     (xp, B, H, tq, tk, dim, ft, scale, mask4, has_mask, bias4, has_bias, p, hashed,
      threshold) = _common(q, k, v, mask, bias, scale, dropout_p, seed)
@@ -434,5 +444,5 @@ def attention_backward(q, k, v, o, lse, do, mask=None, bias=None, scale=None, ca
     def back(a):  # (BH*T, D) -> (B, H, T, D) in the caller's dtype
         return a.reshape(B, H, -1, dim).astype(q.dtype, copy=False)
 
-    return (back(dq), back(dk), back(dv),
-            None if dbias is None else dbias.astype(q.dtype, copy=False))
+    return into(out, (back(dq), back(dk), back(dv),
+                      None if dbias is None else dbias.astype(q.dtype, copy=False)))

@@ -589,19 +589,19 @@ def attention_forward(q, k, v, mask=None, bias=None, scale=None, causal=False, d
 
 
 def attention_backward(q, k, v, o, lse, do, mask=None, bias=None, scale=None, causal=False,
-                       dropout_p=0.0, seed=None):
+                       dropout_p=0.0, seed=None, *, out=None):
     """(dq, dk, dv, dbias) on the GPU; see ``attention.attention_backward``.
 
     Cases outside :func:`supported` run ``cuda_attention``.
     """
     args = (mask, bias, scale, causal, dropout_p, seed)
     if not supported(q.dtype, q.shape[-1] if q.ndim else 0):
-        return cuda_attention.attention_backward(q, k, v, o, lse, do, *args)
+        return cuda_attention.attention_backward(q, k, v, o, lse, do, *args, out=out)
     (xp, B, H, tq, tk, dim, ft, scale, mask4, has_mask, bias4, has_bias, p, hashed,
      threshold) = cuda_attention._common(q, k, v, mask, bias, scale, dropout_p, seed)
     n_bh = B * H
     if not (n_bh * tq * dim and tk):
-        return cuda_attention.attention_backward(q, k, v, o, lse, do, *args)
+        return cuda_attention.attention_backward(q, k, v, o, lse, do, *args, out=out)
     stream = launch_stream(q)
     q2 = contiguous(q, ft, xp).reshape(-1, dim)
     k2 = contiguous(k, ft, xp).reshape(-1, dim)
@@ -626,5 +626,5 @@ def attention_backward(q, k, v, o, lse, do, mask=None, bias=None, scale=None, ca
     def back(a):  # (BH*T, D) -> (B, H, T, D) in the caller's dtype
         return a.reshape(B, H, -1, dim).astype(q.dtype, copy=False)
 
-    return (back(dq), back(dk), back(dv),
-            dbias.astype(q.dtype, copy=False) if has_bias else None)
+    return cuda_attention.into(out, (back(dq), back(dk), back(dv),
+                                     dbias.astype(q.dtype, copy=False) if has_bias else None))

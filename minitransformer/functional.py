@@ -28,6 +28,7 @@ xp_of = backend.xp
 __all__ = [
     "softmax", "log_softmax", "cross_entropy", "linear_cross_entropy", "layer_norm", "rms_norm", "gelu", "relu",
     "dropout", "embedding", "linear", "activation_linear", "scaled_dot_product_attention",
+    "packed_self_attention",
 ]
 
 
@@ -714,6 +715,10 @@ class FlashAttention(Function):
 
     @staticmethod
     def forward(ctx, q, k, v, bias, mask, scale, causal, dropout_p, seed):
+        packed_shape = None
+        if k is None:        # q holds all three: (B, T, 3, H, D), see packed_self_attention
+            packed_shape = q.shape
+            q, k, v = (q[:, :, s].transpose(0, 2, 1, 3) for s in range(3))   # 3 x (B, H, T, D) views
         b, h, tq, _ = q.shape
         tk = k.shape[2]
         xp = xp_of(q)
@@ -724,18 +729,27 @@ class FlashAttention(Function):
             bias4 = xp.broadcast_to(bias, (bb, h, tq, tk))
         o, lse = kernels.get("attention_forward", q)(q, k, v, mask4, bias4, scale, causal, dropout_p, seed)
         ctx.save(q=q, k=k, v=v, o=o, lse=lse, mask4=mask4, bias4=bias4,
-                 bias_shape=None if bias is None else bias.shape,
+                 bias_shape=None if bias is None else bias.shape, packed_shape=packed_shape,
                  scale=scale, causal=causal, dropout_p=dropout_p, seed=seed)
         return o
 
     @staticmethod
     def backward(ctx, g):
         bwd = kernels.get("attention_backward", g)
-        dq, dk, dv, dbias = bwd(ctx.q, ctx.k, ctx.v, ctx.o, ctx.lse, g, ctx.mask4, ctx.bias4,
-                                ctx.scale, ctx.causal, ctx.dropout_p, ctx.seed)
+        args = (ctx.q, ctx.k, ctx.v, ctx.o, ctx.lse, g, ctx.mask4, ctx.bias4, ctx.scale,
+                ctx.causal, ctx.dropout_p, ctx.seed)
+        if ctx.packed_shape is None:
+            dq, dk, dv, dbias = bwd(*args)
+            grads = (dq, dk, dv)
+        else:
+            # The kernel writes dQ, dK and dV straight into one packed gradient.
+            dtype = g.dtype if g.dtype in (numpy.float32, numpy.float64) else numpy.float32
+            dqkv = xp_of(g).empty(ctx.packed_shape, dtype)               # (B, T, 3, H, D)
+            *_, dbias = bwd(*args, out=tuple(dqkv[:, :, s].transpose(0, 2, 1, 3) for s in range(3)))
+            grads = (dqkv.astype(g.dtype, copy=False), None, None)
         if dbias is not None:
             dbias = unbroadcast(dbias, ctx.bias_shape)
-        return dq, dk, dv, dbias
+        return (*grads, dbias)
 
     @staticmethod
     def flops(ctx, phase, *arrays):
@@ -784,3 +798,32 @@ def scaled_dot_product_attention(q, k, v, mask=None, is_causal: bool = False, bi
         c = causal_mask(xp, tq, tk)
         allowed = c if allowed is None else allowed & c
     return _attention_reference(q, k, v, allowed, bias, scale, dropout_p, seed)
+
+
+def packed_self_attention(qkv, mask=None, is_causal: bool = False, bias=None, scale=None,
+                          dropout_p: float = 0.0, seed=None):
+    """Self-attention whose queries, keys and values are the three parts of one projection:
+    qkv (B, T, 3, H, D), as GPT-2's fused c_attn gives them reshaped -> (B, H, T, D).
+
+    The same as ``scaled_dot_product_attention`` of qkv[:, :, 0], [1] and [2] as (B, H, T, D)
+    heads (the other arguments too). Through the attention kernel it is one op: the kernel
+    reads the three where they lie and writes their gradients into one (B, T, 3, H, D) array,
+    which is the projection's output gradient as it is; taken apart as three slices, each
+    slice's backward would fill a zero (B, T, 3, H, D) array and the engine would add the
+    three up.
+    """
+    data = as_array(qkv)
+    if data.ndim != 5 or data.shape[2] != 3:
+        raise ValueError(f"packed_self_attention: qkv must be (B, T, 3, H, D), got shape {data.shape}")
+    if kernels.get("attention_forward", data) is None:
+        heads = qkv.permute(2, 0, 3, 1, 4)                  # (B, T, 3, H, D) -> (3, B, H, T, D)
+        return scaled_dot_product_attention(heads[0], heads[1], heads[2], mask=mask,
+                                            is_causal=is_causal, bias=bias, scale=scale,
+                                            dropout_p=dropout_p, seed=seed)
+    t = data.shape[1]
+    scale = 1.0 / math.sqrt(data.shape[-1]) if scale is None else float(scale)
+    mask = _check_mask("packed_self_attention", mask, (data.shape[0], data.shape[3], t, t))
+    if dropout_p > 0.0 and seed is None:
+        seed = backend.next_seed()
+    return FlashAttention.apply(qkv, None, None, bias, mask=mask, scale=scale, causal=is_causal,
+                                dropout_p=dropout_p, seed=seed)

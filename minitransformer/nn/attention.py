@@ -191,7 +191,13 @@ class MultiHeadAttention(Module):
             if cross:
                 raise ValueError("MultiHeadAttention: a fused qkv projection is for "
                                  "self-attention; build cross-attention with fused_qkv=False")
-            qkv = self.qkv(x).reshape(b, tq, 3, self.n_heads, self.d_head)
+            qkv = self.qkv(x).reshape(b, tq, 3, self.n_heads, self.d_head)   # (B, T, 3HD) -> (B, T, 3, H, D)
+            if cache is None:
+                # One op over the packed projection: no split, and one gradient back.
+                out = F.packed_self_attention(qkv, mask=mask, is_causal=self.causal, bias=bias,
+                                              scale=self.scale,
+                                              dropout_p=self.dropout if self.training else 0.0)
+                return self.o(out.transpose(1, 2).reshape(b, tq, self.n_heads * self.d_head))
             qkv = qkv.permute(2, 0, 3, 1, 4)                   # (B, T, 3, H, D) -> (3, B, H, T, D)
             q, k, v = qkv[0], qkv[1], qkv[2]
         else:

@@ -418,6 +418,22 @@ def _(draw):
         q, k, v, mask=mask, is_causal=causal, dropout_p=p, seed=seed)), [q, k, v]
 
 
+@spec("packed_self_attention", ["packed_self_attention"], fast_mode=True, examples=8)
+def _(draw):
+    b, t, h, d = draw(st.integers(1, 2)), draw(st.integers(1, 5)), draw(st.integers(1, 2)), draw(st.integers(1, 4))
+    qkv = draw(float_arrays((b, t, 3, h, d)))
+    causal = draw(st.booleans())
+    mask = dev(draw(float_arrays((b, 1, 1, t))) > -1.0) if draw(st.booleans()) else None
+    p = draw(st.sampled_from([0.0, 0.0, 0.25]))
+    seed = draw(st.integers(0, 1000))
+    if draw(st.booleans()):
+        bias = draw(float_arrays((1, h, t, t)))
+        return (lambda qkv, bias: F.packed_self_attention(
+            qkv, mask=mask, is_causal=causal, bias=bias, dropout_p=p, seed=seed)), [qkv, bias]
+    return (lambda qkv: F.packed_self_attention(
+        qkv, mask=mask, is_causal=causal, dropout_p=p, seed=seed)), [qkv]
+
+
 # =======================================================================================
 # What counts as a public op
 # =======================================================================================

@@ -48,7 +48,8 @@ def test_gradcheck_catches_a_wrong_backward():
 
 
 KERNEL_SPECS = [SPECS[name] for name in ("softmax", "cross_entropy", "scaled_dot_product_attention",
-                                         "gelu", "layer_norm", "rms_norm", "embedding")]
+                                         "packed_self_attention", "gelu", "layer_norm", "rms_norm",
+                                         "embedding")]
 
 
 @pytest.mark.parametrize("spec", KERNEL_SPECS, ids=[s.name for s in KERNEL_SPECS])

@@ -290,3 +290,30 @@ def test_bad_arguments_are_refused():
         A.attention_forward(q, q, q, dropout_p=0.1)
     with pytest.raises(TypeError, match="bool"):
         A.attention_forward(q, q, q, mask=np.ones((1, 1, 1, 3)))
+
+
+def test_gradients_written_into_given_arrays():
+    """``out``: dq, dk and dv go into the caller's arrays (the packed gradient of a fused
+    projection), the same numbers as without; arrays the kernel cannot write are refused.
+    The GPU kernels copy into ``out`` through ``cuda_attention.into``."""
+    from minitransformer.kernels import cuda_attention
+
+    rng = np.random.default_rng(10)
+    q, k, v, do = (rng.standard_normal((2, 3, 21, 8)).astype(np.float32) for _ in range(4))
+    o, lse = A.attention_forward(q, k, v, causal=True)
+    want = A.attention_backward(q, k, v, o, lse, do, causal=True)
+    packed = np.full((2, 21, 3, 3, 8), np.nan, np.float32)               # (B, T, 3, H, D)
+    out = tuple(packed[:, :, s].transpose(0, 2, 1, 3) for s in range(3))
+    got = A.attention_backward(q, k, v, o, lse, do, causal=True, out=out)
+    for g, target, w in zip(got[:3], out, want[:3]):
+        assert g is target
+        np.testing.assert_array_equal(g, w)
+    with pytest.raises(ValueError, match="in place"):
+        A.attention_backward(q, k, v, o, lse, do, out=tuple(x.astype(np.float64) for x in out))
+    with pytest.raises(ValueError, match="out shapes"):
+        A.attention_backward(q, k, v, o, lse, do, out=(out[0][:, :2], out[1], out[2]))
+    targets = tuple(np.zeros_like(w) for w in want[:3])
+    into = cuda_attention.into(targets, want)
+    assert all(a is b for a, b in zip(into, targets)) and into[3] is want[3]
+    for t, w in zip(targets, want[:3]):
+        np.testing.assert_array_equal(t, w)

@@ -176,3 +176,56 @@ def test_relative_position_bias_shape_and_offset():
     np.testing.assert_array_equal(full[0], w[buckets].transpose(2, 0, 1))
     # The last two query rows, as a cached decoder computes them.
     np.testing.assert_array_equal(rpb(2, 5, offset=3).numpy(), full[:, :, 3:])
+
+
+@pytest.mark.parametrize("mode", ["auto", "reference"])
+def test_packed_self_attention_is_attention_of_its_three_parts(mode):
+    """F.packed_self_attention(qkv) equals scaled_dot_product_attention of qkv[:, :, 0], [1],
+    [2] as (B, H, T, D) heads, values and gradients (the kernel writes the three gradients
+    into one packed array; the reference takes the three slices)."""
+    from minitransformer import functional as F
+
+    rng = np.random.default_rng(11)
+    b, t, h, d = 2, 19, 3, 8
+    qkv_data = rng.standard_normal((b, t, 3, h, d))
+    bias_data = rng.standard_normal((1, h, t, t))
+    mask = key_padding_mask(np.array([[1] * 15 + [0] * 4, [1] * 19]))
+    g = rng.standard_normal((b, h, t, d))
+    with mt.kernels.using(mode):
+        qkv = mt.tensor(qkv_data, requires_grad=True)
+        bias = mt.tensor(bias_data, requires_grad=True)
+        out = F.packed_self_attention(qkv, mask=mask, is_causal=True, bias=bias, dropout_p=0.2, seed=5)
+        out.backward(g)
+        parts = [mt.tensor(np.ascontiguousarray(qkv_data[:, :, s].transpose(0, 2, 1, 3)), requires_grad=True)
+                 for s in range(3)]
+        bias2 = mt.tensor(bias_data, requires_grad=True)
+        want = F.scaled_dot_product_attention(*parts, mask=mask, is_causal=True, bias=bias2,
+                                              dropout_p=0.2, seed=5)
+        want.backward(g)
+    np.testing.assert_allclose(out.numpy(), want.numpy(), rtol=1e-12, atol=1e-12)
+    for s in range(3):
+        np.testing.assert_allclose(qkv.grad[:, :, s].transpose(0, 2, 1, 3), parts[s].grad,
+                                   rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(bias.grad, bias2.grad, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match=r"\(B, T, 3, H, D\)"):
+        F.packed_self_attention(mt.tensor(qkv_data[:, :, :2]))
+
+
+def test_fused_projection_gets_its_gradient_in_one_piece():
+    """With the kernel, a fused-qkv layer's graph runs from the projection to attention
+    through a reshape alone: no slices of the projection, whose backward would each fill a
+    zero array of its size, and no sum of three gradients."""
+    mha = MultiHeadAttention(12, 3, fused_qkv=True, causal=True)
+    x = mt.tensor(np.random.default_rng(12).standard_normal((2, 5, 12)).astype(np.float32),
+                  requires_grad=True)
+    out = mha(x)
+    nodes, stack = [], [out._node]
+    while stack:
+        nodes.append(stack.pop())
+        stack.extend(i for i in nodes[-1].inputs if i is not None and not isinstance(i, mt.Tensor))
+    assert "GetItem" not in [n.fn.__name__ for n in nodes]
+    attention = next(n for n in nodes if n.fn.__name__ == "FlashAttention")
+    reshape = attention.inputs[0]
+    assert reshape.fn.__name__ == "Reshape" and reshape.inputs[0].fn.__name__ == "Linear"
+    out.sum().backward()
+    assert x.grad.shape == x.shape and mha.qkv.weight.grad.shape == mha.qkv.weight.shape
