@@ -229,3 +229,25 @@ def test_fused_projection_gets_its_gradient_in_one_piece():
     assert reshape.fn.__name__ == "Reshape" and reshape.inputs[0].fn.__name__ == "Linear"
     out.sum().backward()
     assert x.grad.shape == x.shape and mha.qkv.weight.grad.shape == mha.qkv.weight.shape
+
+
+@pytest.mark.gpu
+def test_packed_self_attention_on_a_gpu_matches_the_cpu():
+    """The packed op on CuPy arrays (the CUDA kernels copy their gradients into the packed
+    array) against the same op on the CPU."""
+    import cupy as cp
+
+    from minitransformer import functional as F
+
+    rng = np.random.default_rng(13)
+    qkv_data = rng.standard_normal((2, 70, 3, 4, 64)).astype(np.float32)
+    g = rng.standard_normal((2, 4, 70, 64)).astype(np.float32)
+    results = []
+    for to in (np.asarray, cp.asarray):
+        qkv = mt.tensor(to(qkv_data), requires_grad=True)
+        out = F.packed_self_attention(qkv, is_causal=True, dropout_p=0.1, seed=3)
+        out.backward(to(g))
+        results.append((mt.backend.to_numpy(out.data), mt.backend.to_numpy(qkv.grad)))
+    (o_cpu, g_cpu), (o_gpu, g_gpu) = results
+    np.testing.assert_allclose(o_gpu, o_cpu, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(g_gpu, g_cpu, rtol=1e-4, atol=1e-4)
