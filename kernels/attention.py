@@ -35,10 +35,10 @@ Engineering:
 - The forward runs (batch*head, query tile) units in parallel, dealt to the threads in
   turn (``_cpu.run_parallel``), so that under a causal mask, where later query tiles
   cost more, each thread gets a similar amount of work.
-- The backward walks key tiles in the outer loop (adding into the key tile's rows of dK and
-  dV) and query tiles inside, adding into dQ. A unit owns a (batch*head) "lane" and a residue class
-  of key tiles; when there are fewer lanes than threads, key tiles are dealt to several
-  groups, each with its own dQ buffer, summed at the end. No two threads write the same
+- The backward walks key tiles in the outer loop (setting, then adding into, the key tile's
+  rows of dK and dV) and query tiles inside, adding into dQ. A unit owns a (batch*head)
+  "lane" and a residue class of key tiles; when there are fewer lanes than threads, key tiles
+  are dealt to several groups, each with its own dQ buffer, summed at the end. No two threads write the same
   memory, so the result does not depend on scheduling.
 - Causal masking is bottom-right aligned: query i sees key j iff j <= i + Tk - Tq. Tiles
   wholly above that diagonal are skipped; tiles crossing it are masked per row.
@@ -52,9 +52,8 @@ import math
 import numpy as np
 from numba import get_num_threads, njit
 
-from . import rng
+from . import blas, rng
 from ._cpu import FASTMATH, compute_dtype, fast_exp, readonly, run_parallel
-from . import blas
 from .blas import NO_TRANS, TRANS, kernel_blas, kernel_gemm, kernel_threads
 
 BLOCK_Q = 64

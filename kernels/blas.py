@@ -298,7 +298,7 @@ def _numpy_gemm(a, b, trans_a, trans_b, out, alpha, beta):
 # ---------------------------------------------------------------------------------------
 # Products inside Numba kernels.
 #
-# The attention kernel multiplies tiles of 64 rows from inside its own threads. It calls
+# The attention kernel multiplies tiles of 64 to 256 rows from inside its own threads. It calls
 # BLAS there through a function's address, the Fortran interface's ?gemm, which takes every
 # argument by reference:
 #

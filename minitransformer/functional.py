@@ -765,6 +765,16 @@ class FlashAttention(Function):
         return (qk + pv) * (1 if phase == "forward" else 2)
 
 
+def _attention_options(name, mask, scores_shape, head_dim, scale, dropout_p, seed):
+    """(mask, scale, seed) checked and filled in: the mask must broadcast to the scores'
+    shape, the scale defaults to 1/sqrt(D), and dropout draws a seed when none is given."""
+    mask = _check_mask(name, mask, scores_shape)
+    scale = 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
+    if dropout_p > 0.0 and seed is None:
+        seed = backend.next_seed()
+    return mask, scale, seed
+
+
 def scaled_dot_product_attention(q, k, v, mask=None, is_causal: bool = False, bias=None,
                                  scale=None, dropout_p: float = 0.0, seed=None):
     """Attention(Q, K, V) = softmax(scale Q K^T + bias) V  (Vaswani et al. 2017).
@@ -783,12 +793,10 @@ def scaled_dot_product_attention(q, k, v, mask=None, is_causal: bool = False, bi
         raise ValueError(f"scaled_dot_product_attention: q {qd.shape}, k {kd.shape} and v {vd.shape} "
                          "must agree: q and k on the head size D, k and v on Tk")
     tq, tk = qd.shape[-2], kd.shape[-2]
-    scale = 1.0 / math.sqrt(qd.shape[-1]) if scale is None else float(scale)
     xp = xp_of(qd)
-    lead = qd.shape[:-2]
-    mask = _check_mask("scaled_dot_product_attention", mask, (*lead, tq, tk))
-    if dropout_p > 0.0 and seed is None:
-        seed = backend.next_seed()
+    mask, scale, seed = _attention_options("scaled_dot_product_attention", mask,
+                                           (*qd.shape[:-2], tq, tk), qd.shape[-1], scale,
+                                           dropout_p, seed)
 
     if qd.ndim == 4 and kernels.get("attention_forward", qd) is not None:
         return FlashAttention.apply(q, k, v, bias, mask=mask, scale=scale, causal=is_causal,
@@ -820,10 +828,8 @@ def packed_self_attention(qkv, mask=None, is_causal: bool = False, bias=None, sc
         return scaled_dot_product_attention(heads[0], heads[1], heads[2], mask=mask,
                                             is_causal=is_causal, bias=bias, scale=scale,
                                             dropout_p=dropout_p, seed=seed)
-    t = data.shape[1]
-    scale = 1.0 / math.sqrt(data.shape[-1]) if scale is None else float(scale)
-    mask = _check_mask("packed_self_attention", mask, (data.shape[0], data.shape[3], t, t))
-    if dropout_p > 0.0 and seed is None:
-        seed = backend.next_seed()
+    b, t, _, h, d = data.shape
+    mask, scale, seed = _attention_options("packed_self_attention", mask, (b, h, t, t), d, scale,
+                                           dropout_p, seed)
     return FlashAttention.apply(qkv, None, None, bias, mask=mask, scale=scale, causal=is_causal,
                                 dropout_p=dropout_p, seed=seed)

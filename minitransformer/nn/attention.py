@@ -178,6 +178,10 @@ class MultiHeadAttention(Module):
         b, t, _ = x.shape
         return x.reshape(b, t, self.n_heads, self.d_head).transpose(1, 2)  # (B, T, HD) -> (B, H, T, D)
 
+    def _merged(self, heads):
+        b, _, t, _ = heads.shape
+        return heads.transpose(1, 2).reshape(b, t, self.n_heads * self.d_head)  # (B, H, T, D) -> (B, T, HD)
+
     def forward(self, x, memory=None, mask=None, bias=None, cache: KVSlot | None = None):
         """x (B, Tq, C); memory (B, Tk, C) for cross-attention, None for self-attention.
 
@@ -197,7 +201,7 @@ class MultiHeadAttention(Module):
                 out = F.packed_self_attention(qkv, mask=mask, is_causal=self.causal, bias=bias,
                                               scale=self.scale,
                                               dropout_p=self.dropout if self.training else 0.0)
-                return self.o(out.transpose(1, 2).reshape(b, tq, self.n_heads * self.d_head))
+                return self.o(self._merged(out))
             qkv = qkv.permute(2, 0, 3, 1, 4)                   # (B, T, 3, H, D) -> (3, B, H, T, D)
             q, k, v = qkv[0], qkv[1], qkv[2]
         else:
@@ -216,8 +220,7 @@ class MultiHeadAttention(Module):
         out = F.scaled_dot_product_attention(q, k, v, mask=mask, is_causal=self.causal and not cross,
                                              bias=bias, scale=self.scale,
                                              dropout_p=self.dropout if self.training else 0.0)
-        out = out.transpose(1, 2).reshape(b, tq, self.n_heads * self.d_head)  # (B, H, Tq, D) -> (B, Tq, HD)
-        return self.o(out)
+        return self.o(self._merged(out))
 
     def extra_repr(self):
         return (f"d_model={self.d_model}, n_heads={self.n_heads}, d_head={self.d_head}, "

@@ -15,8 +15,7 @@ from numba import njit
 
 from minitransformer.kernels import blas
 
-from .util import LIBRARIES
-from .util import mkl_installed as _mkl_installed
+from .util import LIBRARIES, mkl_installed
 
 
 @pytest.fixture(params=LIBRARIES)
@@ -32,16 +31,16 @@ def test_mkl_runs_the_products_on_intel_cpus_wherever_it_is_installed():
     # path is the one the training step takes, never a silent fallback to NumPy; on another
     # vendor's, NumPy's BLAS (MKL runs at half its speed there) and the report says why.
     if platform.machine() == "x86_64" and sys.platform == "linux":
-        assert _mkl_installed(), "pip install -e '.[dev]' installs MKL on x86-64 Linux"
-    assert blas.mkl_installed() == _mkl_installed()
+        assert mkl_installed(), "pip install -e '.[dev]' installs MKL on x86-64 Linux"
+    assert blas.mkl_installed() == mkl_installed()
     intel = blas.cpu_vendor() == "GenuineIntel"
     with blas.using("auto"):
-        if _mkl_installed() and intel:
+        if mkl_installed() and intel:
             assert blas.library() == "mkl" and blas.describe().startswith("MKL (")
         else:
             assert blas.library() == "numpy"
             assert blas.describe().startswith("NumPy's BLAS (")
-            if _mkl_installed():
+            if mkl_installed():
                 assert f"left off on this {blas.cpu_vendor()} CPU" in blas.describe()
 
 
@@ -53,7 +52,7 @@ def test_the_environment_chooses_the_library_for_the_process():
     assert _child(code, MINITRANSFORMER_GEMM="numpy") == "numpy"
     with blas.using("auto"):
         assert _child(code, MINITRANSFORMER_GEMM="auto") == blas.library()
-    if _mkl_installed():
+    if mkl_installed():
         assert _child(code, MINITRANSFORMER_GEMM="mkl") == "mkl"
     else:
         failed = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
@@ -155,7 +154,7 @@ def _threads_inside(fns):
     return before, inside
 
 
-@pytest.mark.skipif(not _mkl_installed(), reason="MKL is not installed (pip install minitransformer[mkl])")
+@pytest.mark.skipif(not mkl_installed(), reason="MKL is not installed (pip install minitransformer[mkl])")
 def test_a_kernels_products_stay_on_its_thread_and_the_limit_is_restored():
     """On MKL, kernel_threads sets the calling thread's limit and gives back the previous one
     (0: the process's setting; PyTorch's set_num_threads sets one too), so the linear layers'
@@ -216,7 +215,7 @@ def _child(code: str, **env) -> str:
                           text=True, check=True, timeout=120).stdout.strip()
 
 
-@pytest.mark.skipif(not _mkl_installed(), reason="MKL is not installed (pip install minitransformer[mkl])")
+@pytest.mark.skipif(not mkl_installed(), reason="MKL is not installed (pip install minitransformer[mkl])")
 def test_mkl_shares_numbas_openmp_runtime_and_can_be_turned_off():
     code = """
         import numpy as np
