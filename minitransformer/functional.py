@@ -822,7 +822,8 @@ def packed_self_attention(qkv, mask=None, is_causal: bool = False, bias=None, sc
     """
     data = as_array(qkv)
     if data.ndim != 5 or data.shape[2] != 3:
-        raise ValueError(f"packed_self_attention: qkv must be (B, T, 3, H, D), got shape {data.shape}")
+        raise ValueError(f"packed_self_attention: qkv must be (B, T, 3, H, D), got shape {data.shape}; "
+                         "reshape a fused (B, T, 3 H D) projection with .reshape(B, T, 3, H, D)")
     if kernels.get("attention_forward", data) is None:
         heads = qkv.permute(2, 0, 3, 1, 4)                  # (B, T, 3, H, D) -> (3, B, H, T, D)
         return scaled_dot_product_attention(heads[0], heads[1], heads[2], mask=mask,
