@@ -126,6 +126,43 @@ def test_accumulating_never_changes_a_gradient_array_the_caller_holds():
     assert_close(kept, np.array([[3.0, 3.0], [1.0, 1.0]]))
 
 
+def test_summing_an_inputs_gradients_never_writes_into_the_callers_gradient():
+    # h feeds two ops: PassThrough hands the caller's gradient on as one of h's gradients,
+    # Mul makes a fresh other. In either order of arrival, their sum may go into the fresh
+    # one, never into the caller's array.
+    for order in (0, 1):
+        x = leaf([1.0, 2.0])
+        h = x * 1.0
+        g = np.array([3.0, 4.0])
+        parts = [PassThrough.apply(h), h * 2.0]
+        (parts[order] + parts[1 - order]).backward(g)
+        assert_close(g, [3.0, 4.0])
+        assert_close(x.grad, [9.0, 12.0])
+
+
+def test_summing_an_inputs_gradients_never_writes_into_an_array_an_op_saved():
+    # SavedGrad's gradient for h is the array it saved; Mul's is fresh. In either order
+    # of arrival, the sum leaves the saved array alone.
+    for order in (0, 1):
+        x = leaf([1.0, 2.0])
+        h = x * 1.0
+        c = np.array([5.0, 7.0])
+        parts = [SavedGrad.apply(h, c).sum(), (h * 2.0).sum()]
+        (parts[order] + parts[1 - order]).backward()
+        assert_close(c, [5.0, 7.0])
+        assert_close(x.grad, [7.0, 9.0])
+
+
+def test_an_input_used_many_times_gets_the_sum_of_its_gradients():
+    # h feeds five ops, among them two that share one gradient array (Add's (g, g)):
+    # every contribution counts once, whichever array the sum is kept in.
+    x = leaf([1.0, -2.0, 0.5])
+    h = x * 3.0
+    loss = (h * 2.0 + h * h + PassThrough.apply(h) + (h + h)).sum()
+    loss.backward()
+    assert_close(x.grad, 3.0 * (2.0 + 2.0 * h.data + 1.0 + 2.0))
+
+
 def test_activations_are_freed_during_backward_not_after():
     seen = {}
 
