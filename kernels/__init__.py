@@ -14,7 +14,9 @@ A kernel is looked up by name and device with ``get(name, array)``; the lookup i
 kernel module lazily, so importing the package never compiles anything.
 
 The CPU's matrix products have their own fast path, ``blas.gemm`` (MKL where installed,
-NumPy's matmul as the reference); the linear ops call it directly.
+NumPy's matmul as the reference); the linear ops call it directly. So does the autograd
+``Add`` op the threaded ``elementwise.add``, for two large arrays of one shape (a residual
+connection's sum; anything that broadcasts is NumPy's).
 """
 # --- Imported under the wrong name? Hand over to the real top-level ``kernels``. ---------
 #

@@ -18,6 +18,7 @@ import numpy
 from minitransformer import backend, kernels
 from minitransformer.autograd.function import Function, shape_of, unbroadcast
 from minitransformer.autograd.tensor import Tensor
+from minitransformer.kernels import elementwise as _elementwise
 
 xp_of = backend.xp
 
@@ -70,12 +71,27 @@ def broadcasting(name, a, b):
 # Arithmetic
 # =======================================================================================
 
+def _threaded_add(a, b) -> bool:
+    """Whether a + b goes to the CPU add kernel: NumPy float32/float64 arrays of one shape,
+    dtype and C layout, at least a chunk of them, outside the reference mode."""
+    return (type(a) is numpy.ndarray and type(b) is numpy.ndarray and a.shape == b.shape
+            and a.dtype == b.dtype and a.dtype in (numpy.float32, numpy.float64)
+            and a.size >= _elementwise.CHUNK and a.flags.c_contiguous and b.flags.c_contiguous
+            and kernels.mode() != "reference")
+
+
 class Add(Function):
-    """out = a + b.   da = g, db = g (each summed to its own shape)."""
+    """out = a + b.   da = g, db = g (each summed to its own shape).
+
+    Two large float arrays of one shape (a residual connection's) are summed by the
+    threaded kernel (kernels/elementwise.py), the same sums as ``a + b``.
+    """
 
     @staticmethod
     def forward(ctx, a, b):
         ctx.save(a_shape=shape_of(a), b_shape=shape_of(b))
+        if _threaded_add(a, b):
+            return _elementwise.add(a, b)
         with broadcasting("add", a, b):
             return a + b
 
