@@ -43,9 +43,9 @@ def add(a, b, chunk: int = CHUNK):
                          f"{a.shape} {a.dtype} and {b.shape} {b.dtype}; broadcasting sums are "
                          "NumPy's a + b")
     if not (a.flags.c_contiguous and b.flags.c_contiguous):
-        raise ValueError("add: needs C-contiguous arrays (a view with strides is NumPy's a + b)")
+        raise ValueError(f"add: needs C-contiguous arrays, got strides {a.strides} and {b.strides}; "
+                         "a strided view is summed by NumPy's a + b")
     out = np.empty_like(a)
-    n = a.size
-    run_parallel(_add, -(-n // chunk), chunk, readonly(a).reshape(-1), readonly(b).reshape(-1), out.reshape(-1),
-                 contiguous=True)
+    run_parallel(_add, -(-a.size // chunk), chunk, readonly(a).reshape(-1), readonly(b).reshape(-1),
+                 out.reshape(-1), contiguous=True)
     return out

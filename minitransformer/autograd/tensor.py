@@ -444,8 +444,8 @@ def _owned(ig, caller_grad, in_grads, ctx, handed) -> bool:
     that memory), and be neither the gradient the caller passed to ``backward`` (ops may
     hand their incoming gradient straight on), nor returned for two inputs at once, nor an
     array the op saved in ``ctx`` (kept with ``retain_graph``), nor one another leaf
-    already took in this pass. Other tensors' pending gradients may share it: backward
-    functions only read their incoming gradient.
+    already took in this pass. Such an array is then written in place: a leaf's later
+    sums go into it, and so do the other gradients of a non-leaf input (``_pend``).
     """
     if ig is caller_grad or id(ig) in handed or not getattr(ig.flags, "writeable", True):
         return False
